@@ -1,0 +1,29 @@
+//! vesper's protobuf contracts and the small kernel every service shares:
+//! one error-code table, telemetry, the shutdown signal, the address, lake
+//! and duration conventions, and the gRPC server scaffolding (health,
+//! reflection, message limits, the ready line).
+
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod shutdown;
+pub mod telemetry;
+
+/// The generated `vesper.v1` messages, clients and servers.
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    missing_debug_implementations,
+    clippy::all,
+    clippy::unwrap_used
+)]
+pub mod v1 {
+    tonic::include_proto!("vesper.v1");
+}
+
+/// The encoded descriptor set of every contract in `proto/`, for gRPC
+/// reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vesper_descriptor");
+
+pub use error::{ErrorCode, ServiceError};
+pub use shutdown::Shutdown;
