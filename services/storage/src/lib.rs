@@ -1,0 +1,27 @@
+//! The lake: the `vesper.v1.Storage` service and the backends behind it.
+//!
+//! Every backend implements [`ObjectStore`] and passes the same conformance
+//! suite (`tests/conformance.rs`): a local directory ([`FsStore`], the
+//! default), an S3 bucket ([`S3Store`]), and a remote Storage service
+//! ([`RemoteStore`], which is how the other services write to the lake).
+
+mod config;
+mod error;
+mod fs;
+mod key;
+mod proto;
+mod remote;
+mod s3;
+mod service;
+mod store;
+
+pub use config::{DEFAULT_MAX_OBJECT_SIZE, LakeArgs, open_lake};
+pub use error::StorageError;
+pub use fs::FsStore;
+pub use key::{MAX_KEY_BYTES, ObjectKey, RESERVED_SEGMENT, validate_prefix};
+pub use remote::RemoteStore;
+pub use s3::S3Store;
+pub use service::{StorageService, message_limit, serve};
+pub use store::{
+    DEFAULT_CONTENT_TYPE, ListPage, MAX_LIST_KEYS, Metadata, ObjectMeta, ObjectStore, PutOptions,
+};
