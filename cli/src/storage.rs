@@ -1,0 +1,50 @@
+//! `vesper storage`.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::Args;
+use vesper::{
+    Shutdown,
+    config::{announce_listening, bind, defaults},
+};
+use vesper_storage::LakeArgs;
+
+/// Serve the lake over gRPC.
+#[derive(Debug, Args)]
+pub(crate) struct StorageCommand {
+    /// Address to serve gRPC on (port 0 picks a free port).
+    #[arg(
+        long,
+        env = "VESPER_GRPC_ADDR",
+        default_value = defaults::STORAGE_GRPC_ADDR,
+        value_name = "HOST:PORT"
+    )]
+    grpc_addr: SocketAddr,
+
+    #[command(flatten)]
+    lake: LakeArgs,
+}
+
+impl StorageCommand {
+    pub(crate) async fn run(self) -> anyhow::Result<()> {
+        let shutdown = Shutdown::on_signals();
+        let store = self
+            .lake
+            .open()
+            .await
+            .with_context(|| format!("cannot open the lake {}", self.lake.lake))?;
+        let listener = bind(self.grpc_addr).await?;
+        tracing::info!(lake = %store.location(), max_object_size = %self.lake.max_object_size, "storage ready");
+        announce_listening(Some(listener.local_addr()?), None);
+        vesper_storage::serve(
+            listener,
+            store,
+            self.lake.max_object_size.bytes(),
+            shutdown.signalled(),
+        )
+        .await?;
+        tracing::info!("storage stopped");
+        Ok(())
+    }
+}

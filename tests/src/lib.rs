@@ -1,0 +1,19 @@
+//! The test kit: real servers and tools for vesper's tests, started on
+//! demand and cleaned up when the test process ends.
+//!
+//! Python-side tools (moto's S3 server, grpcurl, docker compose, uv) live in
+//! project-local virtual envs that `scripts/bootstrap-tools` creates, which
+//! the test command `scripts/test` runs first. A test that needs a tool that
+//! is not installed fails and says how to install it; it never skips.
+
+#![allow(clippy::print_stdout)]
+
+mod grpcurl;
+mod process;
+mod s3;
+mod tools;
+
+pub use grpcurl::{Grpcurl, GrpcurlError};
+pub use process::{VesperProcess, vesper_bin};
+pub use s3::{ACCESS_KEY_ID, REGION, S3Server, SECRET_ACCESS_KEY, unique_bucket};
+pub use tools::{tool, workspace_root};
