@@ -20,6 +20,10 @@ pub enum ErrorCode {
     FailedPrecondition,
     /// The request is over a size limit.
     ResourceExhausted,
+    /// The request body is in a format the endpoint does not read (an
+    /// explicit non-JSON content type). gRPC has no such code; it travels
+    /// as INVALID_ARGUMENT.
+    UnsupportedMediaType,
     /// The caller is not authenticated (bad or missing signature).
     Unauthenticated,
     /// A dependency cannot be reached or the service is shedding load; retry
@@ -43,6 +47,7 @@ impl ErrorCode {
             Self::NotFound => Code::NotFound,
             Self::FailedPrecondition => Code::FailedPrecondition,
             Self::ResourceExhausted => Code::ResourceExhausted,
+            Self::UnsupportedMediaType => Code::InvalidArgument,
             Self::Unauthenticated => Code::Unauthenticated,
             Self::Unavailable => Code::Unavailable,
             Self::DeadlineExceeded => Code::DeadlineExceeded,
@@ -61,6 +66,7 @@ impl ErrorCode {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::FailedPrecondition => StatusCode::CONFLICT,
             Self::ResourceExhausted => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
@@ -122,11 +128,12 @@ pub fn to_status<E: ServiceError + ?Sized>(err: &E) -> tonic::Status {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 10] = [
+    const ALL: [ErrorCode; 11] = [
         ErrorCode::InvalidArgument,
         ErrorCode::NotFound,
         ErrorCode::FailedPrecondition,
         ErrorCode::ResourceExhausted,
+        ErrorCode::UnsupportedMediaType,
         ErrorCode::Unauthenticated,
         ErrorCode::Unavailable,
         ErrorCode::DeadlineExceeded,
@@ -138,7 +145,12 @@ mod tests {
     #[test]
     fn every_code_survives_a_grpc_round_trip() {
         for code in ALL {
-            assert_eq!(ErrorCode::from_grpc(code.grpc()), code, "{code:?}");
+            let expected = match code {
+                // An HTTP-only distinction: it travels as INVALID_ARGUMENT.
+                ErrorCode::UnsupportedMediaType => ErrorCode::InvalidArgument,
+                other => other,
+            };
+            assert_eq!(ErrorCode::from_grpc(code.grpc()), expected, "{code:?}");
         }
     }
 
@@ -152,6 +164,7 @@ mod tests {
                     | ErrorCode::NotFound
                     | ErrorCode::FailedPrecondition
                     | ErrorCode::ResourceExhausted
+                    | ErrorCode::UnsupportedMediaType
                     | ErrorCode::Unauthenticated
             );
             assert_eq!(

@@ -21,6 +21,11 @@ use crate::{FILE_DESCRIPTOR_SET, config::PeerAddr};
 /// payload limit when they raise tonic's 4 MiB default.
 pub const MESSAGE_OVERHEAD: usize = 64 * 1024;
 
+/// gRPC metadata key through which a service that answers UNAVAILABLE
+/// suggests how many whole seconds to wait; the gateway turns it into an
+/// HTTP `Retry-After`.
+pub const RETRY_AFTER_METADATA: &str = "retry-after";
+
 /// Failure to run a gRPC server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

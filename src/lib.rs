@@ -8,6 +8,7 @@ pub mod error;
 pub mod grpc;
 pub mod shutdown;
 pub mod telemetry;
+pub mod wire;
 
 /// The generated `vesper.v1` messages, clients and servers.
 #[allow(

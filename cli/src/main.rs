@@ -2,6 +2,7 @@
 //! around them. This binary only parses flags and wires the library crates
 //! together; the behaviour lives in the crates.
 
+mod gateway;
 mod storage;
 
 use std::process::ExitCode;
@@ -31,18 +32,22 @@ struct Cli {
 enum Command {
     /// Serve the lake over gRPC (vesper.v1.Storage) on a directory or an S3 bucket.
     Storage(storage::StorageCommand),
+    /// Serve the HTTP front: the old REST API and the webhook, translated to gRPC.
+    Gateway(gateway::GatewayCommand),
 }
 
 impl Command {
     fn service_name(&self) -> &'static str {
         match self {
             Self::Storage(_) => "vesper-storage",
+            Self::Gateway(_) => "vesper-gateway",
         }
     }
 
     async fn run(self) -> anyhow::Result<()> {
         match self {
             Self::Storage(command) => command.run().await,
+            Self::Gateway(command) => command.run().await,
         }
     }
 }

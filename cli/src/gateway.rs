@@ -1,0 +1,37 @@
+//! `vesper gateway`.
+
+use clap::Args;
+use vesper::{
+    Shutdown,
+    config::{announce_listening, bind},
+};
+use vesper_gateway::GatewayArgs;
+
+/// Serve the HTTP front.
+#[derive(Debug, Args)]
+pub(crate) struct GatewayCommand {
+    #[command(flatten)]
+    args: GatewayArgs,
+}
+
+impl GatewayCommand {
+    pub(crate) async fn run(self) -> anyhow::Result<()> {
+        let shutdown = Shutdown::on_signals();
+        let config = self.args.config();
+        tracing::info!(
+            datasource = %config.datasource,
+            ingest = %config.ingest,
+            "gateway ready"
+        );
+        let listener = bind(self.args.http_addr).await?;
+        announce_listening(None, Some(listener.local_addr()?));
+        vesper_gateway::serve(
+            listener,
+            vesper_gateway::router(config),
+            shutdown.signalled(),
+        )
+        .await?;
+        tracing::info!("gateway stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,106 @@
+//! The gateway's settings and their command-line form.
+
+use std::{net::SocketAddr, time::Duration};
+
+use vesper::config::{ByteSize, PeerAddr, defaults, parse_duration};
+
+/// How the gateway runs.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The DataSource service (REST API, generator control, health).
+    pub datasource: PeerAddr,
+    /// The EventIngest service (webhook, health).
+    pub ingest: PeerAddr,
+    /// The most a request may take, end to end. The upstream's deliberate
+    /// 10 s stalls must fit.
+    pub request_timeout: Duration,
+    /// The largest webhook body accepted.
+    pub body_limit: ByteSize,
+}
+
+impl GatewayConfig {
+    /// Every peer at one address (`vesper up` serves all gRPC services on
+    /// one port).
+    pub fn all_peers_at(addr: PeerAddr) -> Self {
+        Self {
+            datasource: addr.clone(),
+            ingest: addr,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            body_limit: DEFAULT_BODY_LIMIT,
+        }
+    }
+}
+
+/// Default end-to-end request timeout.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default webhook body limit.
+pub const DEFAULT_BODY_LIMIT: ByteSize = ByteSize::mib(1);
+
+/// Command-line options of the gateway.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayArgs {
+    /// Address to serve HTTP on (port 0 picks a free port).
+    #[arg(
+        long,
+        env = "VESPER_HTTP_ADDR",
+        default_value = defaults::HTTP_ADDR,
+        value_name = "HOST:PORT"
+    )]
+    pub http_addr: SocketAddr,
+
+    /// The DataSource gRPC service.
+    #[arg(
+        long,
+        env = "VESPER_DATASOURCE_ADDR",
+        default_value = defaults::DATASOURCE_GRPC_ADDR,
+        value_name = "HOST:PORT"
+    )]
+    pub datasource_addr: PeerAddr,
+
+    /// The EventIngest gRPC service.
+    #[arg(
+        long,
+        env = "VESPER_INGEST_ADDR",
+        default_value = defaults::INGEST_GRPC_ADDR,
+        value_name = "HOST:PORT"
+    )]
+    pub ingest_addr: PeerAddr,
+
+    #[command(flatten)]
+    pub limits: GatewayLimits,
+}
+
+/// The gateway's request limits, shared by `vesper gateway` and `vesper up`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayLimits {
+    /// The most an HTTP request may take, end to end (e.g. 30s).
+    #[arg(
+        long,
+        env = "VESPER_REQUEST_TIMEOUT",
+        default_value = "30s",
+        value_parser = parse_duration,
+        value_name = "DURATION"
+    )]
+    pub request_timeout: Duration,
+
+    /// The largest webhook body accepted; larger bodies get 413.
+    #[arg(
+        long,
+        env = "VESPER_BODY_LIMIT",
+        default_value_t = DEFAULT_BODY_LIMIT,
+        value_name = "SIZE"
+    )]
+    pub body_limit: ByteSize,
+}
+
+impl GatewayArgs {
+    /// The configuration these options describe.
+    pub fn config(&self) -> GatewayConfig {
+        GatewayConfig {
+            datasource: self.datasource_addr.clone(),
+            ingest: self.ingest_addr.clone(),
+            request_timeout: self.limits.request_timeout,
+            body_limit: self.limits.body_limit,
+        }
+    }
+}

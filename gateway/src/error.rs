@@ -1,0 +1,140 @@
+//! Errors of the HTTP face, mapped once to HTTP through the kernel's
+//! error-code table, and written as the old system wrote them:
+//! `{"error": "<message>"}`, plus `details` when there are several problems.
+
+use axum::{
+    Json,
+    response::{IntoResponse, Response},
+};
+use http::{HeaderValue, header::RETRY_AFTER};
+use serde_json::json;
+use vesper::{ErrorCode, ServiceError, config::PeerAddr, grpc::RETRY_AFTER_METADATA};
+
+/// How long a client should wait before retrying a 503, when the peer did
+/// not say.
+const DEFAULT_RETRY_AFTER_SECS: u64 = 1;
+
+/// Why an HTTP request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The request is malformed; `message` is what the old system said
+    /// ("Invalid offset", "Invalid payload"), `details` name each problem.
+    #[error("{message}")]
+    BadRequest {
+        /// The headline.
+        message: String,
+        /// One line per problem, e.g. `events[3].timestamp: not an RFC
+        /// 3339 date-time`.
+        details: Vec<String>,
+    },
+    /// The body is larger than the limit.
+    #[error("request body is over the {limit}-byte limit")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The body's declared content type is not JSON.
+    #[error("unsupported content type {content_type:?}: send application/json")]
+    UnsupportedMediaType {
+        /// The content type the client declared.
+        content_type: String,
+    },
+    /// The signature is missing, wrong or stale.
+    #[error("{message}")]
+    Unauthenticated {
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A peer could not be reached at all (down, restarting, wrong address).
+    #[error("{peer} is unavailable at {addr}: {message}")]
+    PeerUnreachable {
+        /// Which service ("datasource", "ingest").
+        peer: &'static str,
+        /// Where it was looked for.
+        addr: PeerAddr,
+        /// The transport's words.
+        message: String,
+    },
+    /// A peer answered with an error; its message is passed on.
+    #[error("{}", status.message())]
+    Peer {
+        /// The peer's status.
+        status: tonic::Status,
+    },
+}
+
+impl GatewayError {
+    /// A 400 with one headline and no details (the old REST errors).
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+
+    /// Sorts a failed gRPC call to `peer`: unreachable, or an answer.
+    pub fn from_peer(peer: &'static str, addr: &PeerAddr, status: tonic::Status) -> Self {
+        // A status the transport made (no server answered) carries its cause.
+        if status.code() == tonic::Code::Unavailable && std::error::Error::source(&status).is_some()
+        {
+            return Self::PeerUnreachable {
+                peer,
+                addr: addr.clone(),
+                message: status.message().to_owned(),
+            };
+        }
+        Self::Peer { status }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::PeerUnreachable { .. } => Some(DEFAULT_RETRY_AFTER_SECS),
+            Self::Peer { status } if self.code().is_transient() => Some(
+                status
+                    .metadata()
+                    .get(RETRY_AFTER_METADATA)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.parse().ok())
+                    .unwrap_or(DEFAULT_RETRY_AFTER_SECS),
+            ),
+            _ => None,
+        }
+    }
+}
+
+impl ServiceError for GatewayError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::BadRequest { .. } => ErrorCode::InvalidArgument,
+            Self::PayloadTooLarge { .. } => ErrorCode::ResourceExhausted,
+            Self::UnsupportedMediaType { .. } => ErrorCode::UnsupportedMediaType,
+            Self::Unauthenticated { .. } => ErrorCode::Unauthenticated,
+            Self::PeerUnreachable { .. } => ErrorCode::Unavailable,
+            Self::Peer { status } => ErrorCode::from_grpc(status.code()),
+        }
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let code = self.code();
+        if code == ErrorCode::Internal {
+            tracing::error!(error = %self, "request failed");
+        } else if code.is_transient() {
+            tracing::warn!(error = %self, "request failed; the client may retry");
+        }
+        let body = match &self {
+            Self::BadRequest { details, .. } if !details.is_empty() => {
+                json!({ "error": self.to_string(), "details": details })
+            }
+            _ => json!({ "error": self.to_string() }),
+        };
+        let mut response = (code.http(), Json(body)).into_response();
+        if let Some(seconds) = self.retry_after()
+            && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+        {
+            response.headers_mut().insert(RETRY_AFTER, value);
+        }
+        response
+    }
+}

@@ -1,0 +1,110 @@
+//! The HTTP front of vesper: the old system's public faces (the data
+//! server's REST API and the webhook), each call translated to gRPC on the
+//! services behind it. The gateway holds no state of its own; it starts
+//! while its peers are down, answers 503 on the routes that need them, and
+//! recovers by itself when they come back.
+
+mod config;
+mod error;
+mod health;
+mod peers;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use axum::{Router, routing::get};
+use http::{HeaderName, Request, StatusCode};
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::{
+    compression::CompressionLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
+
+pub use config::{
+    DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_TIMEOUT, GatewayArgs, GatewayConfig, GatewayLimits,
+};
+pub use error::GatewayError;
+pub use peers::Peers;
+
+/// The header that carries a request's id, set when the client sent none.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    peers: Peers,
+    config: Arc<GatewayConfig>,
+}
+
+impl AppState {
+    /// State for `config`, with lazily connected peers.
+    pub fn new(config: GatewayConfig) -> Self {
+        Self {
+            peers: Peers::connect_lazy(&config),
+            config: Arc::new(config),
+        }
+    }
+
+    /// The gRPC peers.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+}
+
+/// The gateway's routes with the tower-http stack every request goes
+/// through: request ids, a span per request, a timeout and compression.
+pub fn router(config: GatewayConfig) -> Router {
+    let timeout = config.request_timeout;
+    let state = AppState::new(config);
+    let routes = Router::new()
+        .route("/health", get(health::health))
+        .with_state(state);
+    with_middleware(routes, timeout)
+}
+
+fn with_middleware(router: Router, timeout: Duration) -> Router {
+    router.layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
+            .layer(TraceLayer::new_for_http().make_span_with(
+                |request: &Request<axum::body::Body>| {
+                    let request_id = request
+                        .headers()
+                        .get(REQUEST_ID_HEADER)
+                        .and_then(|id| id.to_str().ok())
+                        .unwrap_or_default();
+                    tracing::info_span!(
+                        "http",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        request_id,
+                    )
+                },
+            ))
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::GATEWAY_TIMEOUT,
+                timeout,
+            ))
+            .layer(CompressionLayer::new()),
+    )
+}
+
+/// Serves `router` on an already-bound listener until `shutdown`
+/// completes, then lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
