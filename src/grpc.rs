@@ -8,8 +8,9 @@ use std::{convert::Infallible, future::Future, time::Duration};
 use tokio::net::TcpListener;
 use tonic::{
     body::Body,
+    metadata::{MetadataKey, MetadataValue},
     server::NamedService,
-    service::RoutesBuilder,
+    service::{Interceptor, RoutesBuilder, interceptor::InterceptedService},
     transport::{Channel, Endpoint, Server, server::TcpIncoming},
 };
 use tonic_health::ServingStatus;
@@ -126,14 +127,43 @@ fn reflection(names: &[&'static str]) -> tonic_reflection::server::Builder<'stat
 
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 
+/// A channel to a peer whose calls carry the caller's trace context.
+pub type TracedChannel = InterceptedService<Channel, TraceContextInterceptor>;
+
 /// A channel to a peer that connects on first use and reconnects after a
 /// failure, so that callers see UNAVAILABLE while the peer is down and
-/// success as soon as it is back.
-pub fn connect_lazy(peer: &PeerAddr) -> Channel {
-    Endpoint::from(peer.uri().clone())
+/// success as soon as it is back. Every call carries the W3C trace context
+/// of the span it is made in.
+pub fn connect_lazy(peer: &PeerAddr) -> TracedChannel {
+    let channel = Endpoint::from(peer.uri().clone())
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
-        .connect_lazy()
+        .connect_lazy();
+    InterceptedService::new(channel, TraceContextInterceptor)
+}
+
+/// Writes the current span's W3C trace context into a call's metadata, so
+/// the server's span joins the caller's trace.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TraceContextInterceptor;
+
+impl Interceptor for TraceContextInterceptor {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        let mut headers = http::HeaderMap::new();
+        crate::telemetry::inject_headers(&mut headers);
+        for (name, value) in &headers {
+            if let (Ok(key), Ok(value)) = (
+                MetadataKey::from_bytes(name.as_str().as_bytes()),
+                MetadataValue::try_from(value.as_bytes()),
+            ) {
+                request.metadata_mut().insert(key, value);
+            }
+        }
+        Ok(request)
+    }
 }

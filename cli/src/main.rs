@@ -54,14 +54,17 @@ impl Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _telemetry = vesper::telemetry::init(cli.command.service_name());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
-            tracing::error!("cannot start the async runtime: {err}");
+            eprintln!("vesper: cannot start the async runtime: {err}");
             return ExitCode::FAILURE;
         }
     };
+    // The OTLP exporter needs the runtime, both when it is built and when
+    // the guard flushes the last spans on drop.
+    let _runtime_context = runtime.enter();
+    let _telemetry = vesper::telemetry::init(cli.command.service_name());
     match runtime.block_on(cli.command.run()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

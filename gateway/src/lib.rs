@@ -80,12 +80,16 @@ fn with_middleware(router: Router, timeout: Duration) -> Router {
                         .get(REQUEST_ID_HEADER)
                         .and_then(|id| id.to_str().ok())
                         .unwrap_or_default();
-                    tracing::info_span!(
+                    let span = tracing::info_span!(
                         "http",
+                        otel.name = %format_args!("{} {}", request.method(), request.uri().path()),
+                        otel.kind = "server",
                         method = %request.method(),
                         path = %request.uri().path(),
                         request_id,
-                    )
+                    );
+                    vesper::telemetry::set_parent_from_headers(&span, request.headers());
+                    span
                 },
             ))
             .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))

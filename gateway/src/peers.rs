@@ -1,9 +1,8 @@
 //! The gRPC services behind the gateway.
 
-use tonic::transport::Channel;
 use vesper::{
     config::PeerAddr,
-    grpc::connect_lazy,
+    grpc::{TracedChannel, connect_lazy},
     v1::{data_source_client::DataSourceClient, event_ingest_client::EventIngestClient},
 };
 
@@ -12,8 +11,8 @@ use crate::GatewayConfig;
 /// Clients of every peer; cheap to clone (channels are shared).
 #[derive(Debug, Clone)]
 pub struct Peers {
-    datasource: DataSourceClient<Channel>,
-    ingest: EventIngestClient<Channel>,
+    datasource: DataSourceClient<TracedChannel>,
+    ingest: EventIngestClient<TracedChannel>,
     datasource_addr: PeerAddr,
     ingest_addr: PeerAddr,
 }
@@ -31,12 +30,12 @@ impl Peers {
     }
 
     /// A DataSource client.
-    pub fn datasource(&self) -> DataSourceClient<Channel> {
+    pub fn datasource(&self) -> DataSourceClient<TracedChannel> {
         self.datasource.clone()
     }
 
     /// An EventIngest client.
-    pub fn ingest(&self) -> EventIngestClient<Channel> {
+    pub fn ingest(&self) -> EventIngestClient<TracedChannel> {
         self.ingest.clone()
     }
 

@@ -3,9 +3,9 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tonic::transport::Channel;
 use vesper::{
     config::PeerAddr,
+    grpc::TracedChannel,
     v1::{self, storage_client::StorageClient},
 };
 
@@ -18,7 +18,7 @@ use crate::{
 /// A Storage service reached over gRPC.
 #[derive(Debug, Clone)]
 pub struct RemoteStore {
-    client: StorageClient<Channel>,
+    client: StorageClient<TracedChannel>,
     location: String,
 }
 
@@ -34,7 +34,7 @@ impl RemoteStore {
     }
 
     /// A store over an existing channel.
-    pub fn with_channel(channel: Channel, location: String, max_object_size: u64) -> Self {
+    pub fn with_channel(channel: TracedChannel, location: String, max_object_size: u64) -> Self {
         let limit = message_limit(max_object_size);
         Self {
             client: StorageClient::new(channel)
@@ -44,7 +44,7 @@ impl RemoteStore {
         }
     }
 
-    fn client(&self) -> StorageClient<Channel> {
+    fn client(&self) -> StorageClient<TracedChannel> {
         self.client.clone()
     }
 }
