@@ -106,7 +106,19 @@ impl GrpcServices {
         };
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         Server::builder()
-            .trace_fn(|request| tracing::info_span!("grpc", rpc = %request.uri().path()))
+            .trace_fn(|request| {
+                let rpc = request.uri().path();
+                let span = tracing::info_span!(
+                    "grpc",
+                    otel.name = rpc.trim_start_matches('/'),
+                    otel.kind = "server",
+                    rpc.system = "grpc",
+                    rpc = %rpc,
+                );
+                crate::telemetry::set_parent_from_headers(&span, request.headers());
+                span
+            })
+            .layer(crate::metrics::GrpcMetricsLayer)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, stop)
             .await?;

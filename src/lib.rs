@@ -6,6 +6,7 @@
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
 pub mod wire;

@@ -65,6 +65,8 @@ fn main() -> ExitCode {
     // the guard flushes the last spans on drop.
     let _runtime_context = runtime.enter();
     let _telemetry = vesper::telemetry::init(cli.command.service_name());
+    // Recording is cheap; only commands that serve /metrics render it.
+    vesper::metrics::install();
     match runtime.block_on(cli.command.run()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -7,6 +7,7 @@ use clap::Args;
 use vesper::{
     Shutdown,
     config::{announce_listening, bind, defaults},
+    metrics::MetricsArgs,
 };
 use vesper_storage::LakeArgs;
 
@@ -24,6 +25,9 @@ pub(crate) struct StorageCommand {
 
     #[command(flatten)]
     lake: LakeArgs,
+
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 impl StorageCommand {
@@ -35,6 +39,7 @@ impl StorageCommand {
             .await
             .with_context(|| format!("cannot open the lake {}", self.lake.lake))?;
         let listener = bind(self.grpc_addr).await?;
+        self.metrics.spawn(shutdown.signalled()).await?;
         tracing::info!(lake = %store.location(), max_object_size = %self.lake.max_object_size, "storage ready");
         announce_listening(Some(listener.local_addr()?), None);
         vesper_storage::serve(

@@ -7,6 +7,7 @@
 mod config;
 mod error;
 mod health;
+mod observe;
 mod peers;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -60,12 +61,16 @@ impl AppState {
 
 /// The gateway's routes with the tower-http stack every request goes
 /// through: request ids, a span per request, a timeout and compression.
+/// `/metrics` serves the process's Prometheus metrics (the recorder is
+/// installed here if the binary has not done it yet).
 pub fn router(config: GatewayConfig) -> Router {
     let timeout = config.request_timeout;
     let state = AppState::new(config);
     let routes = Router::new()
         .route("/health", get(health::health))
-        .with_state(state);
+        .route_layer(axum::middleware::from_fn(observe::record_http_metrics))
+        .with_state(state)
+        .merge(vesper::metrics::router(vesper::metrics::install()));
     with_middleware(routes, timeout)
 }
 

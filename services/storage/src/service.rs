@@ -1,10 +1,11 @@
 //! The `vesper.v1.Storage` gRPC service over any [`ObjectStore`].
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, time::Instant};
 
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 use vesper::{
+    ServiceError,
     grpc::{GrpcServices, MESSAGE_OVERHEAD, ServeError},
     v1::{
         self,
@@ -61,6 +62,32 @@ fn key_of(key: String) -> Result<ObjectKey, StorageError> {
     ObjectKey::new(key)
 }
 
+/// Counts and times one storage operation; errors are counted by kind so a
+/// dashboard tells a flood of bad keys from a backend outage.
+fn observe<T>(
+    operation: &'static str,
+    started: Instant,
+    result: Result<T, StorageError>,
+) -> Result<T, StorageError> {
+    metrics::histogram!("vesper_storage_operation_duration_seconds", "operation" => operation)
+        .record(started.elapsed().as_secs_f64());
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(err) => {
+            metrics::counter!(
+                "vesper_storage_errors_total",
+                "operation" => operation,
+                "code" => format!("{:?}", err.code()),
+            )
+            .increment(1);
+            "error"
+        }
+    };
+    metrics::counter!("vesper_storage_operations_total", "operation" => operation, "outcome" => outcome)
+        .increment(1);
+    result
+}
+
 #[tonic::async_trait]
 impl Storage for StorageService {
     #[tracing::instrument(skip_all, fields(key = %request.get_ref().key, bytes = request.get_ref().body.len()))]
@@ -68,13 +95,19 @@ impl Storage for StorageService {
         &self,
         request: Request<v1::PutObjectRequest>,
     ) -> Result<Response<v1::PutObjectResponse>, Status> {
+        let started = Instant::now();
         let request = request.into_inner();
-        let key = key_of(request.key)?;
-        let options = PutOptions {
-            content_type: Some(request.content_type).filter(|ct| !ct.is_empty()),
-            metadata: request.metadata.into_iter().collect(),
-        };
-        let meta = self.store.put(&key, request.body, options).await?;
+        let result = async {
+            let key = key_of(request.key)?;
+            let options = PutOptions {
+                content_type: Some(request.content_type).filter(|ct| !ct.is_empty()),
+                metadata: request.metadata.into_iter().collect(),
+            };
+            self.store.put(&key, request.body, options).await
+        }
+        .await;
+        let meta = observe("put", started, result)?;
+        metrics::counter!("vesper_storage_bytes_written_total").increment(meta.size);
         tracing::debug!("object written");
         Ok(Response::new(v1::PutObjectResponse {
             object: Some(meta.into()),
@@ -86,8 +119,13 @@ impl Storage for StorageService {
         &self,
         request: Request<v1::GetObjectRequest>,
     ) -> Result<Response<v1::GetObjectResponse>, Status> {
-        let key = key_of(request.into_inner().key)?;
-        let (meta, body) = self.store.get(&key).await?;
+        let started = Instant::now();
+        let result = async {
+            let key = key_of(request.into_inner().key)?;
+            self.store.get(&key).await
+        }
+        .await;
+        let (meta, body) = observe("get", started, result)?;
         Ok(Response::new(v1::GetObjectResponse {
             object: Some(meta.into()),
             body,
@@ -99,8 +137,13 @@ impl Storage for StorageService {
         &self,
         request: Request<v1::HeadObjectRequest>,
     ) -> Result<Response<v1::HeadObjectResponse>, Status> {
-        let key = key_of(request.into_inner().key)?;
-        let meta = self.store.head(&key).await?;
+        let started = Instant::now();
+        let result = async {
+            let key = key_of(request.into_inner().key)?;
+            self.store.head(&key).await
+        }
+        .await;
+        let meta = observe("head", started, result)?;
         Ok(Response::new(v1::HeadObjectResponse {
             object: Some(meta.into()),
         }))
@@ -111,12 +154,14 @@ impl Storage for StorageService {
         &self,
         request: Request<v1::ListObjectsRequest>,
     ) -> Result<Response<v1::ListObjectsResponse>, Status> {
+        let started = Instant::now();
         let request = request.into_inner();
         let token = Some(request.continuation_token.as_str()).filter(|token| !token.is_empty());
-        let page = self
+        let result = self
             .store
             .list(&request.prefix, token, request.max_keys)
-            .await?;
+            .await;
+        let page = observe("list", started, result)?;
         Ok(Response::new(v1::ListObjectsResponse {
             objects: page.objects.into_iter().map(Into::into).collect(),
             next_continuation_token: page.next_token.unwrap_or_default(),
@@ -128,8 +173,13 @@ impl Storage for StorageService {
         &self,
         request: Request<v1::DeleteObjectRequest>,
     ) -> Result<Response<v1::DeleteObjectResponse>, Status> {
-        let key = key_of(request.into_inner().key)?;
-        self.store.delete(&key).await?;
+        let started = Instant::now();
+        let result = async {
+            let key = key_of(request.into_inner().key)?;
+            self.store.delete(&key).await
+        }
+        .await;
+        observe("delete", started, result)?;
         Ok(Response::new(v1::DeleteObjectResponse {}))
     }
 }

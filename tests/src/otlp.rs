@@ -1,0 +1,174 @@
+//! An OpenTelemetry collector inside the test: an OTLP/gRPC trace service
+//! on loopback that keeps every span it receives.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_server::{TraceService, TraceServiceServer},
+    },
+    common::v1::any_value::Value,
+    trace::v1::Span,
+};
+
+/// One received span with the `service.name` of the process that sent it.
+#[derive(Debug, Clone)]
+pub struct ReceivedSpan {
+    /// `service.name` of the exporting resource.
+    pub service: String,
+    /// The span as exported.
+    pub span: Span,
+}
+
+impl ReceivedSpan {
+    /// The trace id as lower-case hex.
+    pub fn trace_id(&self) -> String {
+        hex(&self.span.trace_id)
+    }
+
+    /// The span id as lower-case hex.
+    pub fn span_id(&self) -> String {
+        hex(&self.span.span_id)
+    }
+
+    /// The parent span id as lower-case hex ("" for a root span).
+    pub fn parent_span_id(&self) -> String {
+        hex(&self.span.parent_span_id)
+    }
+
+    /// The trace ids this span links to.
+    pub fn linked_trace_ids(&self) -> Vec<String> {
+        self.span
+            .links
+            .iter()
+            .map(|link| hex(&link.trace_id))
+            .collect()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Debug, Clone, Default)]
+struct Sink {
+    spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.spans.lock().expect("collector lock");
+        for resource_spans in request.into_inner().resource_spans {
+            let service = resource_spans
+                .resource
+                .iter()
+                .flat_map(|resource| &resource.attributes)
+                .find(|attribute| attribute.key == "service.name")
+                .and_then(|attribute| attribute.value.as_ref()?.value.as_ref())
+                .map(|value| match value {
+                    Value::StringValue(name) => name.clone(),
+                    other => format!("{other:?}"),
+                })
+                .unwrap_or_default();
+            for scope in resource_spans.scope_spans {
+                for span in scope.spans {
+                    spans.push(ReceivedSpan {
+                        service: service.clone(),
+                        span,
+                    });
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// A running in-test OTLP collector.
+#[derive(Debug)]
+pub struct OtlpCollector {
+    addr: SocketAddr,
+    sink: Sink,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl OtlpCollector {
+    /// Starts a collector on 127.0.0.1 with a free port (inside a tokio
+    /// runtime).
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the collector");
+        let addr = listener.local_addr().expect("collector address");
+        let sink = Sink::default();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let service = TraceServiceServer::new(sink.clone());
+        tokio::spawn(async move {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Self { addr, sink, stop }
+    }
+
+    /// The endpoint for `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The environment that points a vesper process at this collector and
+    /// makes it export promptly.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", self.endpoint()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+        ]
+    }
+
+    /// Every span received so far.
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
+        self.sink.spans.lock().expect("collector lock").clone()
+    }
+
+    /// Waits until `done` holds for the received spans, or panics with what
+    /// arrived after `timeout`.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&[ReceivedSpan]) -> bool,
+    ) -> Vec<ReceivedSpan> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let spans = self.spans();
+            if done(&spans) {
+                return spans;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the collector did not receive the expected spans within {timeout:?}; got: {:#?}",
+                spans
+                    .iter()
+                    .map(|s| (&s.service, &s.span.name, s.trace_id()))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the collector.
+    pub fn stop(self) {
+        let _ = self.stop.send(());
+    }
+}
