@@ -2,7 +2,9 @@
 //! around them. This binary only parses flags and wires the library crates
 //! together; the behaviour lives in the crates.
 
+mod analytics;
 mod gateway;
+mod healthcheck;
 mod storage;
 
 use std::process::ExitCode;
@@ -34,6 +36,10 @@ enum Command {
     Storage(storage::StorageCommand),
     /// Serve the HTTP front: the old REST API and the webhook, translated to gRPC.
     Gateway(gateway::GatewayCommand),
+    /// Build the analytics (dbt + DuckDB) over a lake and print the top-5 table.
+    Analytics(analytics::AnalyticsCommand),
+    /// Probe a vesper server (gRPC health or HTTP); for container health checks.
+    Healthcheck(healthcheck::HealthcheckCommand),
 }
 
 impl Command {
@@ -41,6 +47,8 @@ impl Command {
         match self {
             Self::Storage(_) => "vesper-storage",
             Self::Gateway(_) => "vesper-gateway",
+            Self::Analytics(_) => "vesper-analytics",
+            Self::Healthcheck(_) => "vesper-healthcheck",
         }
     }
 
@@ -48,6 +56,8 @@ impl Command {
         match self {
             Self::Storage(command) => command.run().await,
             Self::Gateway(command) => command.run().await,
+            Self::Analytics(command) => command.run().await,
+            Self::Healthcheck(command) => command.run().await,
         }
     }
 }
@@ -71,7 +81,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
-            ExitCode::FAILURE
+            match err.downcast_ref::<analytics::AnalyticsFailed>() {
+                Some(failed) => ExitCode::from(u8::try_from(failed.code).unwrap_or(1)),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -74,6 +74,33 @@ fn storage_on_a_directory() {
         &[],
     );
     exercise(&storage);
+    let grpc = storage.grpc_addr().to_string();
+    let probe = VesperProcess::run_with(Path::new(BIN), &["healthcheck", "--grpc", &grpc], &[]);
+    assert!(probe.status.success(), "{probe:?}");
+    let probe = VesperProcess::run_with(
+        Path::new(BIN),
+        &[
+            "healthcheck",
+            "--grpc",
+            &grpc,
+            "--service",
+            "vesper.v1.Storage",
+        ],
+        &[],
+    );
+    assert!(probe.status.success(), "{probe:?}");
+    let probe = VesperProcess::run_with(
+        Path::new(BIN),
+        &[
+            "healthcheck",
+            "--grpc",
+            &grpc,
+            "--service",
+            "vesper.v1.Nothing",
+        ],
+        &[],
+    );
+    assert!(!probe.status.success(), "an unknown service is not healthy");
     assert_eq!(
         std::fs::read(lake.path().join("a/b.txt")).expect("object file"),
         b"hello, lake\n"
