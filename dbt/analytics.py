@@ -118,6 +118,13 @@ def parse_args(argv):
         help="build only these dbt nodes (dbt's --select syntax), e.g. "
         "'top_5_prayer_types_per_age_group+' or 'tag:x'",
     )
+    parser.add_argument(
+        "--setup-only",
+        action="store_true",
+        help="only set up dbt's environment (uv sync, and DuckDB's httpfs for the s3 "
+        "target), print VESPER_DUCKDB_EXTENSION_DIR when there is one, and exit; "
+        "no lake needed (for container images that run dbt directly)",
+    )
     return parser.parse_args(argv)
 
 
@@ -372,10 +379,22 @@ def report(uv, env, results, selected):
     sys.stdout.flush()
 
 
+def setup_only(target):
+    uv = find_uv()
+    env = dict(os.environ, UV_PYTHON_DOWNLOADS="never")
+    uv_sync(uv, env)
+    if target == "s3":
+        print("VESPER_DUCKDB_EXTENSION_DIR=%s" % prepare_httpfs(uv, env))
+    say("dbt environment ready in %s" % (DBT_DIR / ".venv"))
+    return EXIT_OK
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     select = [s for group in (args.select or []) for s in group]
     try:
+        if args.setup_only:
+            return setup_only(args.target or "local")
         lake, target = resolve_lake(args)
         results = resolve_results(args)
         uv = find_uv()
