@@ -8,6 +8,7 @@ mod config;
 mod error;
 mod health;
 mod peers;
+mod rest;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -65,6 +66,7 @@ pub fn router(config: GatewayConfig) -> Router {
     let state = AppState::new(config);
     let routes = Router::new()
         .route("/health", get(health::health))
+        .merge(rest::routes())
         .with_state(state);
     with_middleware(routes, timeout)
 }
