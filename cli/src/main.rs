@@ -2,7 +2,9 @@
 //! around them. This binary only parses flags and wires the library crates
 //! together; the behaviour lives in the crates.
 
+mod datasource;
 mod gateway;
+mod sample_data;
 mod storage;
 
 use std::process::ExitCode;
@@ -34,6 +36,10 @@ enum Command {
     Storage(storage::StorageCommand),
     /// Serve the HTTP front: the old REST API and the webhook, translated to gRPC.
     Gateway(gateway::GatewayCommand),
+    /// Serve the mock upstream over gRPC (vesper.v1.DataSource) and push events to a webhook.
+    Datasource(datasource::DataSourceCommand),
+    /// Write the analytics' sample CSVs (data/users.csv, sessions.csv, content.csv) into a lake.
+    SampleData(sample_data::SampleDataCommand),
 }
 
 impl Command {
@@ -41,6 +47,8 @@ impl Command {
         match self {
             Self::Storage(_) => "vesper-storage",
             Self::Gateway(_) => "vesper-gateway",
+            Self::Datasource(_) => "vesper-datasource",
+            Self::SampleData(_) => "vesper-sample-data",
         }
     }
 
@@ -48,6 +56,8 @@ impl Command {
         match self {
             Self::Storage(command) => command.run().await,
             Self::Gateway(command) => command.run().await,
+            Self::Datasource(command) => command.run().await,
+            Self::SampleData(command) => command.run().await,
         }
     }
 }

@@ -209,19 +209,30 @@ impl QueryParams {
     }
 
     /// A whole number, if given; anything else given is `error`.
-    fn whole(&self, name: &str, error: &str) -> Result<Option<i64>, GatewayError> {
+    fn whole(&self, name: &str, error: &'static str) -> Result<Option<i64>, InvalidParam> {
         self.first(name)
-            .map(|text| parse_whole(text).ok_or_else(|| GatewayError::bad_request(error)))
+            .map(|text| parse_whole(text).ok_or(InvalidParam(error)))
             .transpose()
     }
 
     /// A whole number of at least 1, if given; anything else given is
     /// `error`.
-    fn positive(&self, name: &str, error: &str) -> Result<Option<i64>, GatewayError> {
+    fn positive(&self, name: &str, error: &'static str) -> Result<Option<i64>, InvalidParam> {
         match self.whole(name, error)? {
-            Some(value) if value < 1 => Err(GatewayError::bad_request(error)),
+            Some(value) if value < 1 => Err(InvalidParam(error)),
             other => Ok(other),
         }
+    }
+}
+
+/// A query value that is not what its parameter takes; the message is the
+/// old server's ("Invalid limit").
+#[derive(Debug)]
+struct InvalidParam(&'static str);
+
+impl From<InvalidParam> for GatewayError {
+    fn from(InvalidParam(message): InvalidParam) -> Self {
+        Self::bad_request(message)
     }
 }
 

@@ -198,7 +198,7 @@ impl Inner {
                     excerpt(&answer, ANSWER_EXCERPT)
                 ))
             }
-            Err(err) => Err(format!("webhook unreachable: {err}")),
+            Err(err) => Err(format!("webhook unreachable: {}", error_chain(&err))),
         };
         match outcome {
             Ok(()) => {
@@ -266,6 +266,22 @@ fn random_between(min: Duration, max: Duration) -> Duration {
     let span = max - min;
     let nanos = rand::rng().random_range(0..=span.as_nanos());
     min + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+/// An error with its causes, `outer: inner: root` (reqwest's own message
+/// leaves out why a request failed, e.g. "connection refused").
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        if !text.contains(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 /// The first `limit` characters of `text`, on one line.

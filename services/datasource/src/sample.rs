@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 use rand::Rng;
 use time::Date;
+use vesper::{ErrorCode, ServiceError};
 use vesper_storage::{ObjectKey, ObjectStore, PutOptions, StorageError};
 
 use crate::{
@@ -124,10 +125,8 @@ pub async fn sample_data_present(store: &dyn ObjectStore) -> Result<bool, DataSo
     for key in [USERS_CSV, SESSIONS_CSV, CONTENT_CSV] {
         match store.head(&ObjectKey::new(key)?).await {
             Ok(_) => {}
-            Err(StorageError::NotFound { .. }) => return Ok(false),
-            Err(StorageError::Remote { code, .. }) if code == vesper::ErrorCode::NotFound => {
-                return Ok(false);
-            }
+            // NotFound locally, or from a remote Storage service.
+            Err(err) if err.code() == ErrorCode::NotFound => return Ok(false),
             Err(err) => return Err(err.into()),
         }
     }

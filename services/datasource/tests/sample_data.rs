@@ -198,3 +198,44 @@ async fn the_csvs_are_written_into_a_lake_once_present() {
         .expect("delete");
     assert!(!sample_data_present(&store).await.expect("head"));
 }
+
+#[tokio::test]
+async fn the_csvs_go_through_the_storage_service_too() {
+    let lake = tempfile::tempdir().expect("temp dir");
+    let backend: std::sync::Arc<dyn ObjectStore> =
+        std::sync::Arc::new(FsStore::open(lake.path(), 64 << 20).await.expect("lake"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let peer = listener
+        .local_addr()
+        .expect("addr")
+        .to_string()
+        .parse()
+        .expect("peer");
+    let shutdown = vesper::Shutdown::new();
+    let server = tokio::spawn(vesper_storage::serve(
+        listener,
+        backend,
+        64 << 20,
+        shutdown.signalled(),
+    ));
+    let remote = vesper_storage::RemoteStore::connect_lazy(&peer, 64 << 20);
+    assert!(!sample_data_present(&remote).await.expect("head"));
+    write_sample_data(&remote, DEFAULT_SEED)
+        .await
+        .expect("write");
+    assert!(sample_data_present(&remote).await.expect("head"));
+    let (meta, _) = remote
+        .get(&ObjectKey::new(CONTENT_CSV).expect("key"))
+        .await
+        .expect("get");
+    assert_eq!(meta.content_type, CSV_CONTENT_TYPE);
+    let [_, sessions, _] = render_sample_data(DEFAULT_SEED);
+    assert_eq!(
+        std::fs::read(lake.path().join(SESSIONS_CSV)).expect("file"),
+        sessions.csv.as_bytes()
+    );
+    shutdown.trigger();
+    server.await.expect("task").expect("storage served");
+}
