@@ -34,7 +34,8 @@ impl Default for DataSourceConfig {
 
 /// The upstream's unreliability on `GenerateEvents` without a source: a
 /// share of calls fails with UNAVAILABLE, another share stalls first. One
-/// draw per call decides, so the rates are exact shares of all calls.
+/// draw per call decides, so the rates are exact shares of all calls (when
+/// they add up to more than 1, failures take their share first).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FaultPolicy {
     /// Share of calls that fail, 0.0..=1.0.

@@ -28,6 +28,12 @@ pub enum DataSourceError {
     /// Writing or reading the sample data in the lake failed.
     #[error("sample data: {0}")]
     Storage(#[from] StorageError),
+    /// The generator's HTTP client could not be set up (no TLS backend).
+    #[error("cannot set up the generator's HTTP client: {0}")]
+    HttpClient(String),
+    /// The gRPC server failed.
+    #[error(transparent)]
+    Serve(#[from] vesper::grpc::ServeError),
 }
 
 impl ServiceError for DataSourceError {
@@ -38,6 +44,7 @@ impl ServiceError for DataSourceError {
             }
             Self::Unavailable => ErrorCode::Unavailable,
             Self::Storage(err) => err.code(),
+            Self::HttpClient(_) | Self::Serve(_) => ErrorCode::Internal,
         }
     }
 }

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio_util::task::TaskTracker;
 use vesper::{Shutdown, v1::GeneratorStatusResponse, wire::upstream_event_json};
 
-use crate::{DataSet, GeneratorConfig, generate_events};
+use crate::{DataSet, DataSourceError, GeneratorConfig, generate_events};
 
 /// The most one push may take before it counts as failed.
 pub const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,13 +52,16 @@ struct Inner {
 
 impl Generator {
     /// A stopped generator for `data`; `shutdown` stops it for good.
-    pub fn new(config: GeneratorConfig, data: Arc<DataSet>, shutdown: Shutdown) -> Self {
-        // A client that cannot be built (no TLS roots) still serves http://.
+    pub fn new(
+        config: GeneratorConfig,
+        data: Arc<DataSet>,
+        shutdown: Shutdown,
+    ) -> Result<Self, DataSourceError> {
         let client = reqwest::Client::builder()
             .timeout(PUSH_TIMEOUT)
             .build()
-            .unwrap_or_default();
-        Self {
+            .map_err(|err| DataSourceError::HttpClient(error_chain(&err)))?;
+        Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 data,
@@ -70,7 +73,7 @@ impl Generator {
                 batches_failed: AtomicU64::new(0),
                 events_delivered: AtomicU64::new(0),
             }),
-        }
+        })
     }
 
     /// Starts pushing now; `false` when it was already running (not an

@@ -7,6 +7,13 @@
 //! The old REST face is the gateway's; this crate speaks gRPC only.
 //!
 //! It also renders the analytics' sample CSVs ([`write_sample_data`]).
+//!
+//! [`serve`] runs it alone. To serve it beside other services on one port,
+//! build a [`DataSourceService`] with the process's shutdown, add
+//! `service.clone().into_server()` to `vesper::grpc::GrpcServices`, start
+//! `service.generator()` with `start_after(delay)` when wanted, and after
+//! the server returns, await `generator().join()` so that the last push
+//! ends before the process does.
 
 mod config;
 mod data;

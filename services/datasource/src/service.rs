@@ -7,7 +7,7 @@ use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 use vesper::{
     Shutdown,
-    grpc::{GrpcServices, ServeError},
+    grpc::GrpcServices,
     v1::{
         self, Source,
         data_source_server::{DataSource, DataSourceServer},
@@ -49,15 +49,15 @@ impl DataSourceService {
     /// The service `config` describes, with a stopped generator. `shutdown`
     /// stops the generator for good and cuts stalls short, so that a
     /// stopping server is never held up by its own deliberate delays.
-    pub fn new(config: DataSourceConfig, shutdown: Shutdown) -> Self {
+    pub fn new(config: DataSourceConfig, shutdown: Shutdown) -> Result<Self, DataSourceError> {
         let data = Arc::new(DataSet::generate(config.seed));
-        let generator = Generator::new(config.generator, Arc::clone(&data), shutdown.clone());
-        Self {
+        let generator = Generator::new(config.generator, Arc::clone(&data), shutdown.clone())?;
+        Ok(Self {
             data,
             faults: config.faults,
             generator,
             shutdown,
-        }
+        })
     }
 
     /// The data set served.
@@ -102,10 +102,10 @@ pub async fn serve(
     listener: TcpListener,
     config: DataSourceConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
+) -> Result<(), DataSourceError> {
     let stopping = Shutdown::new();
     let autostart = config.generator.autostart.then_some(config.generator.delay);
-    let service = DataSourceService::new(config, stopping.clone());
+    let service = DataSourceService::new(config, stopping.clone())?;
     let generator = service.generator().clone();
     if let Some(delay) = autostart {
         generator.start_after(delay);
@@ -120,7 +120,7 @@ pub async fn serve(
         .await;
     stopping.trigger();
     generator.join().await;
-    served
+    Ok(served?)
 }
 
 /// The count a GenerateEvents call gets: its own (capped) or the default.

@@ -71,7 +71,8 @@ fn keys(value: &Value) -> Vec<&str> {
 async fn pushes_have_the_upstream_shape_with_duplicates() {
     let (url, mut bodies, receiver_stop) = receiver(StatusCode::OK).await;
     let shutdown = Shutdown::new();
-    let service = DataSourceService::new(fast_generator(&url, 100), shutdown.clone());
+    let service =
+        DataSourceService::new(fast_generator(&url, 100), shutdown.clone()).expect("service");
     let generator = service.generator().clone();
     assert!(!generator.is_running());
     assert!(generator.start());
@@ -173,7 +174,8 @@ async fn pushes_have_the_upstream_shape_with_duplicates() {
 async fn refused_and_unreachable_pushes_are_counted_not_retried() {
     let (url, mut bodies, receiver_stop) = receiver(StatusCode::BAD_REQUEST).await;
     let shutdown = Shutdown::new();
-    let service = DataSourceService::new(fast_generator(&url, 3), shutdown.clone());
+    let service =
+        DataSourceService::new(fast_generator(&url, 3), shutdown.clone()).expect("service");
     let generator = service.generator().clone();
     generator.start();
     for _ in 0..5 {
@@ -201,7 +203,8 @@ async fn refused_and_unreachable_pushes_are_counted_not_retried() {
     let dead = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let dead_url = format!("http://{}/webhook/events", dead.local_addr().expect("addr"));
     drop(dead);
-    let service = DataSourceService::new(fast_generator(&dead_url, 3), shutdown.clone());
+    let service =
+        DataSourceService::new(fast_generator(&dead_url, 3), shutdown.clone()).expect("service");
     let generator = service.generator().clone();
     generator.start();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

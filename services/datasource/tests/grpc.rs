@@ -18,7 +18,7 @@ use vesper_datasource::{DataSourceConfig, FaultPolicy, GeneratorConfig};
 struct Server {
     client: DataSourceClient<Channel>,
     shutdown: Shutdown,
-    task: tokio::task::JoinHandle<Result<(), vesper::grpc::ServeError>>,
+    task: tokio::task::JoinHandle<Result<(), vesper_datasource::DataSourceError>>,
 }
 
 async fn serve(faults: FaultPolicy) -> Server {
