@@ -500,7 +500,7 @@ async fn unfiltered_events_fail_like_upstream_and_by_source_stays_reliable() {
 
 #[tokio::test]
 async fn stalled_calls_answer_after_the_stall() {
-    let stall = Duration::from_millis(400);
+    let stall = Duration::from_secs(1);
     let datasource = DataSource::start(FaultPolicy {
         fault_rate: 0.0,
         stall_rate: 1.0,

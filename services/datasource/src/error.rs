@@ -28,6 +28,10 @@ pub enum DataSourceError {
     /// Writing or reading the sample data in the lake failed.
     #[error("sample data: {0}")]
     Storage(#[from] StorageError),
+    /// Rendering the sample data failed (a bug: rendering has no inputs
+    /// that can be wrong).
+    #[error("rendering the sample data failed: {0}")]
+    Render(String),
     /// The generator's HTTP client could not be set up (no TLS backend).
     #[error("cannot set up the generator's HTTP client: {0}")]
     HttpClient(String),
@@ -44,7 +48,7 @@ impl ServiceError for DataSourceError {
             }
             Self::Unavailable => ErrorCode::Unavailable,
             Self::Storage(err) => err.code(),
-            Self::HttpClient(_) | Self::Serve(_) => ErrorCode::Internal,
+            Self::Render(_) | Self::HttpClient(_) | Self::Serve(_) => ErrorCode::Internal,
         }
     }
 }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use rand::Rng;
 use time::Date;
 use vesper::{ErrorCode, ServiceError};
-use vesper_storage::{ObjectKey, ObjectStore, PutOptions, StorageError};
+use vesper_storage::{ObjectKey, ObjectStore, PutOptions};
 
 use crate::{
     DataSourceError,
@@ -79,9 +79,7 @@ pub async fn write_sample_data(
     // 100,000 rows take tens of milliseconds to render: off the runtime.
     let files = tokio::task::spawn_blocking(move || render_sample_data(seed))
         .await
-        .map_err(|err| StorageError::Unavailable {
-            message: format!("rendering the sample data failed: {err}"),
-        })?;
+        .map_err(|err| DataSourceError::Render(err.to_string()))?;
     let mut written = Vec::with_capacity(files.len());
     for file in files {
         let key = ObjectKey::new(file.key)?;

@@ -200,6 +200,11 @@ async fn shutdown_cuts_a_stall_short() {
     })
     .await;
     let mut client = server.client.clone();
+    // Connect first, so that the stalled call surely reaches the server.
+    client
+        .list_content(ListContentRequest {})
+        .await
+        .expect("connected");
     let call = tokio::spawn(async move {
         client
             .generate_events(GenerateEventsRequest {
