@@ -3,8 +3,10 @@
 //! together; the behaviour lives in the crates.
 
 mod analytics;
+mod datasource;
 mod gateway;
 mod healthcheck;
+mod sample_data;
 mod storage;
 
 use std::process::ExitCode;
@@ -40,6 +42,10 @@ enum Command {
     Analytics(analytics::AnalyticsCommand),
     /// Probe a vesper server (gRPC health or HTTP); for container health checks.
     Healthcheck(healthcheck::HealthcheckCommand),
+    /// Serve the mock upstream over gRPC (vesper.v1.DataSource) and push events to a webhook.
+    Datasource(datasource::DataSourceCommand),
+    /// Write the analytics' sample CSVs (data/users.csv, sessions.csv, content.csv) into a lake.
+    SampleData(sample_data::SampleDataCommand),
 }
 
 impl Command {
@@ -49,6 +55,8 @@ impl Command {
             Self::Gateway(_) => "vesper-gateway",
             Self::Analytics(_) => "vesper-analytics",
             Self::Healthcheck(_) => "vesper-healthcheck",
+            Self::Datasource(_) => "vesper-datasource",
+            Self::SampleData(_) => "vesper-sample-data",
         }
     }
 
@@ -58,6 +66,8 @@ impl Command {
             Self::Gateway(command) => command.run().await,
             Self::Analytics(command) => command.run().await,
             Self::Healthcheck(command) => command.run().await,
+            Self::Datasource(command) => command.run().await,
+            Self::SampleData(command) => command.run().await,
         }
     }
 }

@@ -9,6 +9,7 @@ mod error;
 mod health;
 mod observe;
 mod peers;
+mod rest;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -68,6 +69,7 @@ pub fn router(config: GatewayConfig) -> Router {
     let state = AppState::new(config);
     let routes = Router::new()
         .route("/health", get(health::health))
+        .merge(rest::routes())
         .route_layer(axum::middleware::from_fn(observe::record_http_metrics))
         .with_state(state)
         .merge(vesper::metrics::router(vesper::metrics::install()));

@@ -1,0 +1,47 @@
+//! `vesper datasource`.
+
+use std::net::SocketAddr;
+
+use clap::Args;
+use vesper::{
+    Shutdown,
+    config::{announce_listening, bind, defaults},
+};
+use vesper_datasource::DataSourceArgs;
+
+/// Serve the mock upstream over gRPC.
+#[derive(Debug, Args)]
+pub(crate) struct DataSourceCommand {
+    /// Address to serve gRPC on (port 0 picks a free port).
+    #[arg(
+        long,
+        env = "VESPER_GRPC_ADDR",
+        default_value = defaults::DATASOURCE_GRPC_ADDR,
+        value_name = "HOST:PORT"
+    )]
+    grpc_addr: SocketAddr,
+
+    #[command(flatten)]
+    args: DataSourceArgs,
+}
+
+impl DataSourceCommand {
+    pub(crate) async fn run(self) -> anyhow::Result<()> {
+        let shutdown = Shutdown::on_signals();
+        let config = self.args.config();
+        let listener = bind(self.grpc_addr).await?;
+        tracing::info!(
+            seed = config.seed,
+            fault_rate = config.faults.fault_rate,
+            stall_rate = config.faults.stall_rate,
+            stall = ?config.faults.stall,
+            webhook_url = %config.generator.webhook_url,
+            generator = if config.generator.autostart { "on" } else { "off" },
+            "datasource ready"
+        );
+        announce_listening(Some(listener.local_addr()?), None);
+        vesper_datasource::serve(listener, config, shutdown.signalled()).await?;
+        tracing::info!("datasource stopped");
+        Ok(())
+    }
+}
