@@ -46,7 +46,7 @@ pub enum BatchError {
     },
     /// The upstream refused a request with a status that a retry cannot
     /// change (a 4xx other than 408 and 429).
-    #[error("GET {url}: {status}: {message}")]
+    #[error("GET {url}: {}: {message}", status_text(*status))]
     Rejected {
         /// The request's URL.
         url: String,
@@ -110,6 +110,14 @@ pub enum BatchError {
     /// A run task failed unexpectedly (a bug).
     #[error("run task failed: {0}")]
     Task(String),
+}
+
+/// "404 Not Found".
+fn status_text(status: u16) -> String {
+    match reqwest::StatusCode::from_u16(status) {
+        Ok(code) => code.to_string(),
+        Err(_) => status.to_string(),
+    }
 }
 
 impl ServiceError for BatchError {
