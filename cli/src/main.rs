@@ -2,6 +2,7 @@
 //! around them. This binary only parses flags and wires the library crates
 //! together; the behaviour lives in the crates.
 
+mod batch;
 mod gateway;
 mod storage;
 
@@ -34,6 +35,8 @@ enum Command {
     Storage(storage::StorageCommand),
     /// Serve the HTTP front: the old REST API and the webhook, translated to gRPC.
     Gateway(gateway::GatewayCommand),
+    /// Run batch pipelines: pull paged REST APIs into lake snapshots (run, list, serve).
+    Batch(batch::BatchCommand),
 }
 
 impl Command {
@@ -41,6 +44,7 @@ impl Command {
         match self {
             Self::Storage(_) => "vesper-storage",
             Self::Gateway(_) => "vesper-gateway",
+            Self::Batch(_) => "vesper-batch",
         }
     }
 
@@ -48,6 +52,7 @@ impl Command {
         match self {
             Self::Storage(command) => command.run().await,
             Self::Gateway(command) => command.run().await,
+            Self::Batch(command) => command.run().await,
         }
     }
 }

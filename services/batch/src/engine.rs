@@ -7,6 +7,7 @@ use reqwest::Url;
 use serde_json::Value;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
 use uuid::Uuid;
 use vesper::Shutdown;
 use vesper_storage::ObjectStore;
@@ -307,7 +308,8 @@ impl Run<'_> {
         let mut pages = stream::iter(urls)
             .map(move |url| {
                 let fetcher = fetcher.clone();
-                AbortOnDropHandle::new(tokio::spawn(async move { fetcher.page(url).await }))
+                let fetch = async move { fetcher.page(url).await };
+                AbortOnDropHandle::new(tokio::spawn(fetch.in_current_span()))
             })
             .buffered(self.concurrency.get());
         let mut index = 0;

@@ -164,9 +164,7 @@ impl Fetcher {
             }
             let wait = self.wait_before_retry(url, attempt, retry_after)?;
             tracing::warn!(
-                pipeline = %self.pipeline,
-                %url,
-                "{reason}; retry {attempt} of {} in {}",
+                "GET {url}: {reason}; retry {attempt} of {} in {}",
                 self.retry.attempts - 1,
                 humantime::format_duration(round_to_millis(wait))
             );
