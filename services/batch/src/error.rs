@@ -102,7 +102,7 @@ pub enum BatchError {
     #[error("lake: {0}")]
     Storage(#[from] StorageError),
     /// The process is shutting down; the run stopped before publishing.
-    #[error("stopped by shutdown before finishing; no manifest published")]
+    #[error("stopped by shutdown before the run finished")]
     Cancelled,
     /// The HTTP client could not be set up.
     #[error("cannot set up the HTTP client: {0}")]
