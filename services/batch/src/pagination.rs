@@ -170,6 +170,8 @@ pub(crate) struct Pager<'a> {
     endpoint: &'a Url,
     /// The current offset or page number.
     position: u64,
+    /// Pages seen so far.
+    pages: u64,
     /// The last cursor or link followed, to catch one that does not move.
     last_token: Option<String>,
 }
@@ -185,6 +187,7 @@ impl<'a> Pager<'a> {
             pagination,
             endpoint,
             position,
+            pages: 0,
             last_token: None,
         }
     }
@@ -199,6 +202,7 @@ impl<'a> Pager<'a> {
     /// can answer [`Step::Remaining`]. An error says what is wrong with the
     /// response.
     pub(crate) fn after(&mut self, url: &Url, body: &Value, records: u64) -> Result<Step, String> {
+        self.pages += 1;
         if records == 0 && !matches!(self.pagination, Pagination::Single) {
             return Ok(Step::Done("empty page".into()));
         }
@@ -209,7 +213,10 @@ impl<'a> Pager<'a> {
             Pagination::Cursor(paging) => self.after_cursor(paging, body),
             Pagination::NextLink(paging) => self.after_link(paging, url, body),
             Pagination::Repeat(paging) => match has_more(paging.has_more.as_ref(), body)? {
-                Some(false) => Ok(Step::Done("has_more is false".into())),
+                Some(false) => Ok(Step::Done(format!(
+                    "{} is false",
+                    field_name(&paging.has_more)
+                ))),
                 _ => Ok(Step::Next(url.clone())),
             },
         }
@@ -221,7 +228,7 @@ impl<'a> Pager<'a> {
         body: &Value,
         records: u64,
     ) -> Result<Step, String> {
-        let first = self.position == paging.start;
+        let first = self.pages == 1;
         if has_more(paging.has_more.as_ref(), body)? == Some(false) {
             return Ok(Step::Done(format!(
                 "{} is false",
@@ -293,7 +300,7 @@ impl<'a> Pager<'a> {
         body: &Value,
         records: u64,
     ) -> Result<Step, String> {
-        let first = self.position == paging.start;
+        let first = self.pages == 1;
         if has_more(paging.has_more.as_ref(), body)? == Some(false) {
             return Ok(Step::Done(format!(
                 "{} is false",

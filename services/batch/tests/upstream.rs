@@ -165,3 +165,39 @@ async fn events_complete_despite_unavailable_answers_and_stalls() {
         "the upstream's duplicates are kept for analytics to drop"
     );
 }
+
+#[tokio::test]
+async fn the_readme_hook_stores_the_user_id_as_a_string_and_keeps_the_snapshot() {
+    let upstream = UpstreamReplica::with_faults(EventFaults::NONE);
+    let lake = Lake::start().await;
+    let pipelines = Pipelines::builtin()
+        .expect("built-in pipelines")
+        .with_source_url(&upstream.base_url())
+        .expect("the replica's URL");
+    let engine = lake
+        .engine_for(pipelines)
+        .with_hook("events", |mut event| {
+            // Keep the user snapshot, store the id as a string.
+            let user = event.shift_remove("user_id")?;
+            event.insert("user_id".into(), user["user_id"].clone());
+            event.insert("user".into(), user);
+            Some(event)
+        })
+        .expect("events is declared");
+    let report = engine
+        .run(&["events"], &Shutdown::new())
+        .await
+        .expect("run")
+        .remove(0);
+    assert!(report.succeeded(), "{:?}", report.error);
+    let manifest = lake.latest("api_events/").await.expect("manifest");
+    for event in lake.records(&manifest).await {
+        assert!(
+            event["user_id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("user_")),
+            "{event}"
+        );
+        assert_eq!(event["user"]["user_id"], event["user_id"]);
+    }
+}
