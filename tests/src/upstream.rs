@@ -74,18 +74,33 @@ impl Default for EventFaults {
     }
 }
 
+/// How the replica behaves besides its data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplicaOptions {
+    /// The faults of `/api/events`.
+    pub event_faults: EventFaults,
+    /// Added before every answer: a stand-in for the network between a
+    /// client and a remote API (loopback has next to none).
+    pub latency: Duration,
+}
+
 #[derive(Debug)]
 struct Replica {
     faults: EventFaults,
+    latency: Duration,
     event_calls: AtomicU64,
     next_event: AtomicU64,
     calls: Mutex<HashMap<String, u64>>,
 }
 
 impl Replica {
-    fn count(&self, route: &str) {
+    /// Counts a call, then waits out the configured latency.
+    async fn answer(&self, route: &str) {
         if let Ok(mut calls) = self.calls.lock() {
             *calls.entry(route.to_owned()).or_default() += 1;
+        }
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
         }
     }
 }
@@ -107,13 +122,22 @@ impl UpstreamReplica {
 
     /// A replica whose `/api/events` fails as `faults` says.
     pub fn with_faults(faults: EventFaults) -> Self {
+        Self::with_options(ReplicaOptions {
+            event_faults: faults,
+            ..ReplicaOptions::default()
+        })
+    }
+
+    /// A replica that behaves as `options` says.
+    pub fn with_options(options: ReplicaOptions) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the upstream replica");
         listener
             .set_nonblocking(true)
             .expect("non-blocking listener");
         let addr = listener.local_addr().expect("replica address");
         let replica = Arc::new(Replica {
-            faults,
+            faults: options.event_faults,
+            latency: options.latency,
             event_calls: AtomicU64::new(0),
             next_event: AtomicU64::new(0),
             calls: Mutex::new(HashMap::new()),
@@ -201,7 +225,7 @@ fn number(params: &HashMap<String, String>, name: &str, default: i64) -> Option<
 }
 
 async fn users(State(replica): State<Arc<Replica>>, Query(params): Params) -> Response {
-    replica.count("/api/users");
+    replica.answer("/api/users").await;
     let total = USERS as i64;
     let Some(offset) = number(&params, "offset", 0) else {
         return bad_request("Invalid offset");
@@ -229,7 +253,7 @@ async fn users(State(replica): State<Arc<Replica>>, Query(params): Params) -> Re
 }
 
 async fn content(State(replica): State<Arc<Replica>>) -> Response {
-    replica.count("/api/content");
+    replica.answer("/api/content").await;
     let content: Vec<Value> = (1..=CONTENT_ITEMS).map(content_item).collect();
     Json(json!({
         "content": content,
@@ -240,7 +264,7 @@ async fn content(State(replica): State<Arc<Replica>>) -> Response {
 }
 
 async fn events(State(replica): State<Arc<Replica>>, Query(params): Params) -> Response {
-    replica.count("/api/events");
+    replica.answer("/api/events").await;
     let call = replica.event_calls.fetch_add(1, Ordering::Relaxed);
     let faults = replica.faults;
     if faults.unavailable_every > 0 && call % faults.unavailable_every == 1 {
@@ -271,7 +295,7 @@ async fn events_by_source(
     Path(source): Path<String>,
     Query(params): Params,
 ) -> Response {
-    replica.count("/api/events/source");
+    replica.answer("/api/events/source").await;
     let count = match number(&params, "count", SOURCE_EVENTS_DEFAULT) {
         Some(count) if count > 0 => count.min(SOURCE_EVENTS_CAP),
         _ => return bad_request("Invalid count: a whole number from 1 to 100"),
@@ -281,7 +305,7 @@ async fn events_by_source(
 }
 
 async fn health(State(replica): State<Arc<Replica>>) -> Response {
-    replica.count("/health");
+    replica.answer("/health").await;
     Json(json!({"status": "healthy", "generator_running": false})).into_response()
 }
 
