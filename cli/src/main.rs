@@ -3,6 +3,7 @@
 //! together; the behaviour lives in the crates.
 
 mod analytics;
+mod batch;
 mod datasource;
 mod gateway;
 mod healthcheck;
@@ -46,6 +47,8 @@ enum Command {
     Datasource(datasource::DataSourceCommand),
     /// Write the analytics' sample CSVs (data/users.csv, sessions.csv, content.csv) into a lake.
     SampleData(sample_data::SampleDataCommand),
+    /// Run batch pipelines: pull paged REST APIs into lake snapshots (run, list, serve).
+    Batch(batch::BatchCommand),
 }
 
 impl Command {
@@ -57,6 +60,7 @@ impl Command {
             Self::Healthcheck(_) => "vesper-healthcheck",
             Self::Datasource(_) => "vesper-datasource",
             Self::SampleData(_) => "vesper-sample-data",
+            Self::Batch(_) => "vesper-batch",
         }
     }
 
@@ -68,6 +72,7 @@ impl Command {
             Self::Healthcheck(command) => command.run().await,
             Self::Datasource(command) => command.run().await,
             Self::SampleData(command) => command.run().await,
+            Self::Batch(command) => command.run().await,
         }
     }
 }

@@ -1,0 +1,484 @@
+//! Fetching one page: the HTTP request, the retry policy around it, and
+//! taking the records out of the response.
+//!
+//! Retried: 408, 429 and 5xx answers (but 501 and 505, which do not change),
+//! timeouts and connection errors. Everything else fails at once with the
+//! URL and the server's message. A 200 whose body is not JSON is not
+//! retried: a transfer cut short shows up as a connection error (HTTP
+//! framing catches it), so a complete body that does not parse is the
+//! server's bug, and asking again only delays the failure.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use reqwest::{
+    Client, RequestBuilder, StatusCode, Url,
+    header::{ACCEPT, HeaderMap, RETRY_AFTER},
+};
+use serde_json::Value;
+use time::OffsetDateTime;
+use vesper::Shutdown;
+
+use crate::{
+    BatchError, Record,
+    field::FieldPath,
+    pagination::kind,
+    spec::{Pipeline, RetryPolicy},
+};
+
+/// The User-Agent of every request: `vesper-batch/<version>`.
+pub const USER_AGENT: &str = concat!("vesper-batch/", env!("CARGO_PKG_VERSION"));
+
+/// The longest server message quoted in an error.
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// The HTTP client the engine shares across runs (one connection pool).
+pub(crate) fn http_client() -> Result<Client, BatchError> {
+    Client::builder()
+        .user_agent(USER_AGENT)
+        .build()
+        .map_err(|err| BatchError::Client(error_chain(&err)))
+}
+
+/// Builds every request the engine sends. It is the one place that does,
+/// so what each request must carry (the run's W3C trace context) is added
+/// here and nowhere else.
+pub(crate) fn build_request(
+    client: &Client,
+    url: &Url,
+    headers: &HeaderMap,
+    timeout: Duration,
+) -> RequestBuilder {
+    let mut headers = headers.clone();
+    // The upstream sees the run's trace, so a slow page is findable from
+    // either side.
+    vesper::telemetry::inject_headers(&mut headers);
+    client
+        .get(url.clone())
+        .header(ACCEPT, "application/json")
+        .headers(headers)
+        .timeout(timeout)
+}
+
+/// One fetched page.
+#[derive(Debug)]
+pub(crate) struct Page {
+    /// Where it came from.
+    pub(crate) url: Url,
+    /// When its response was complete.
+    pub(crate) received_at: OffsetDateTime,
+    /// The response body, the record array taken out of it.
+    pub(crate) body: Value,
+    /// The records, in the response's order.
+    pub(crate) records: Vec<Record>,
+}
+
+/// Fetches the pages of one run. Clones share the run's retry count.
+#[derive(Debug, Clone)]
+pub(crate) struct Fetcher {
+    client: Client,
+    pipeline: Arc<str>,
+    timeout: Duration,
+    retry: RetryPolicy,
+    headers: HeaderMap,
+    records: Option<FieldPath>,
+    retries: Arc<AtomicU64>,
+    shutdown: Shutdown,
+}
+
+/// Why one attempt failed.
+enum Failure {
+    /// Worth another attempt.
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// Final.
+    Fatal(BatchError),
+}
+
+impl Fetcher {
+    pub(crate) fn new(client: Client, pipeline: &Pipeline, shutdown: Shutdown) -> Self {
+        Self {
+            client,
+            pipeline: Arc::from(pipeline.name.as_str()),
+            timeout: pipeline.timeout,
+            retry: pipeline.retry,
+            headers: pipeline.headers.clone(),
+            records: pipeline.records.clone(),
+            retries: Arc::new(AtomicU64::new(0)),
+            shutdown,
+        }
+    }
+
+    /// Requests retried so far in this run.
+    pub(crate) fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// Fetches the page at `url`, retrying as the policy says, and takes
+    /// its records out.
+    pub(crate) async fn page(&self, url: Url) -> Result<Page, BatchError> {
+        let mut body = self.get_json(&url).await?;
+        let received_at = OffsetDateTime::now_utc();
+        let records = take_records(&mut body, self.records.as_ref()).map_err(|problem| {
+            BatchError::Response {
+                url: url.to_string(),
+                problem,
+            }
+        })?;
+        Ok(Page {
+            url,
+            received_at,
+            body,
+            records,
+        })
+    }
+
+    async fn get_json(&self, url: &Url) -> Result<Value, BatchError> {
+        let mut attempt = 1;
+        loop {
+            let started = Instant::now();
+            let outcome = tokio::select! {
+                biased;
+                () = self.shutdown.signalled() => return Err(BatchError::Cancelled),
+                outcome = self.attempt(url) => outcome,
+            };
+            metrics::histogram!("vesper_batch_request_duration_seconds", "pipeline" => self.pipeline.to_string())
+                .record(started.elapsed().as_secs_f64());
+            let (reason, retry_after) = match outcome {
+                Ok(body) => return Ok(body),
+                Err(Failure::Fatal(err)) => return Err(err),
+                Err(Failure::Transient {
+                    reason,
+                    retry_after,
+                }) => (reason, retry_after),
+            };
+            if attempt >= self.retry.attempts {
+                return Err(BatchError::GaveUp {
+                    url: url.to_string(),
+                    attempts: attempt,
+                    last: reason,
+                });
+            }
+            let wait = self.wait_before_retry(url, attempt, retry_after)?;
+            tracing::warn!(
+                "GET {url}: {reason}; retry {attempt} of {} in {}",
+                self.retry.attempts - 1,
+                humantime::format_duration(round_to_millis(wait))
+            );
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("vesper_batch_retries_total", "pipeline" => self.pipeline.to_string())
+                .increment(1);
+            tokio::select! {
+                biased;
+                () = self.shutdown.signalled() => return Err(BatchError::Cancelled),
+                () = tokio::time::sleep(wait) => {}
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Capped exponential backoff with full jitter (a uniform draw between
+    /// zero and the cap, which doubles per retry), but never shorter than
+    /// the server's `Retry-After`.
+    fn wait_before_retry(
+        &self,
+        url: &Url,
+        attempt: u32,
+        retry_after: Option<Duration>,
+    ) -> Result<Duration, BatchError> {
+        if let Some(wait) = retry_after
+            && wait > self.retry.max_retry_after
+        {
+            return Err(BatchError::RetryAfterTooLong {
+                url: url.to_string(),
+                wait,
+                limit: self.retry.max_retry_after,
+            });
+        }
+        let doubling = 1u32.checked_shl(attempt - 1).unwrap_or(u32::MAX);
+        let cap = self
+            .retry
+            .initial_backoff
+            .saturating_mul(doubling)
+            .min(self.retry.max_backoff);
+        let cap_nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
+        let jittered = Duration::from_nanos(rand::random_range(0..=cap_nanos));
+        Ok(jittered.max(retry_after.unwrap_or_default()))
+    }
+
+    async fn attempt(&self, url: &Url) -> Result<Value, Failure> {
+        let response = build_request(&self.client, url, &self.headers, self.timeout)
+            .send()
+            .await
+            .map_err(|err| self.transport_failure(url, err))?;
+        let status = response.status();
+        let retry_after = matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        )
+        .then(|| retry_after(response.headers()))
+        .flatten();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|err| self.transport_failure(url, err))?;
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|err| {
+                Failure::Fatal(BatchError::Response {
+                    url: url.to_string(),
+                    problem: format!("the response is not valid JSON: {err}"),
+                })
+            });
+        }
+        let message = server_message(&body, status);
+        if is_transient(status) {
+            Err(Failure::Transient {
+                reason: format!("{status}: {message}"),
+                retry_after,
+            })
+        } else {
+            Err(Failure::Fatal(BatchError::Rejected {
+                url: url.to_string(),
+                status: status.as_u16(),
+                message,
+            }))
+        }
+    }
+
+    fn transport_failure(&self, url: &Url, err: reqwest::Error) -> Failure {
+        if err.is_builder() || err.is_redirect() {
+            return Failure::Fatal(BatchError::Request {
+                url: url.to_string(),
+                message: error_chain(&err.without_url()),
+            });
+        }
+        let reason = if err.is_timeout() {
+            format!(
+                "no complete response within {}",
+                humantime::format_duration(self.timeout)
+            )
+        } else {
+            error_chain(&err.without_url())
+        };
+        Failure::Transient {
+            reason,
+            retry_after: None,
+        }
+    }
+}
+
+/// 408, 429 and 5xx but 501 (Not Implemented) and 505 (HTTP Version Not
+/// Supported), which a retry does not change.
+fn is_transient(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS
+    ) || (status.is_server_error()
+        && !matches!(
+            status,
+            StatusCode::NOT_IMPLEMENTED | StatusCode::HTTP_VERSION_NOT_SUPPORTED
+        ))
+}
+
+/// `Retry-After` as whole seconds or an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let text = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = httpdate::parse_http_date(text).ok()?;
+    Some(
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// The server's explanation: its `{"error": ...}` (the upstream's shape) or
+/// `{"message": ...}`, else the start of the body, else the status reason.
+fn server_message(body: &[u8], status: StatusCode) -> String {
+    if let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body) {
+        for key in ["error", "message", "detail"] {
+            if let Some(Value::String(message)) = object.get(key) {
+                return truncate(message);
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        status.canonical_reason().unwrap_or("no message").to_owned()
+    } else {
+        truncate(text)
+    }
+}
+
+fn truncate(text: &str) -> String {
+    match text.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+/// An error with its causes, "a: b: c" (reqwest's own text is terse).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn round_to_millis(duration: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Moves the record array out of a response: the array at `path`, or the
+/// whole body when no path is declared. A `null` there is an empty page
+/// (the old upstream answered `"events": null` for no events).
+fn take_records(body: &mut Value, path: Option<&FieldPath>) -> Result<Vec<Record>, String> {
+    let array = match path {
+        Some(path) => path.take(body).ok_or_else(|| {
+            format!(
+                "the response has no {path} (records = {:?})",
+                path.to_string()
+            )
+        })?,
+        None => body.take(),
+    };
+    let items = match array {
+        Value::Array(items) => items,
+        Value::Null => Vec::new(),
+        other => {
+            let place = path.map_or_else(|| "the response".to_owned(), |path| path.to_string());
+            return Err(format!(
+                "{place} is {}, not an array of records",
+                kind(&other)
+            ));
+        }
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| match item {
+            Value::Object(record) => Ok(record),
+            other => Err(format!(
+                "record {index} is {}; a record must be a JSON object",
+                kind(&other)
+            )),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn transient_statuses() {
+        for code in [408, 429, 500, 502, 503, 504] {
+            assert!(
+                is_transient(StatusCode::from_u16(code).expect("status")),
+                "{code}"
+            );
+        }
+        for code in [400, 401, 403, 404, 422, 501, 505] {
+            assert!(
+                !is_transient(StatusCode::from_u16(code).expect("status")),
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_dates() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, "7".parse().expect("header"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+        let later = SystemTime::now() + Duration::from_secs(30);
+        headers.insert(
+            RETRY_AFTER,
+            httpdate::fmt_http_date(later).parse().expect("header"),
+        );
+        let wait = retry_after(&headers).expect("a date");
+        assert!(
+            wait <= Duration::from_secs(30) && wait >= Duration::from_secs(28),
+            "{wait:?}"
+        );
+        headers.insert(
+            RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().expect("header"),
+        );
+        assert_eq!(
+            retry_after(&headers),
+            Some(Duration::ZERO),
+            "a past date means now"
+        );
+        headers.insert(RETRY_AFTER, "soon".parse().expect("header"));
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn server_messages_prefer_the_error_field() {
+        let status = StatusCode::BAD_REQUEST;
+        assert_eq!(
+            server_message(br#"{"error":"Invalid offset"}"#, status),
+            "Invalid offset"
+        );
+        assert_eq!(server_message(b"plain words\n", status), "plain words");
+        assert_eq!(server_message(b"", status), "Bad Request");
+        let long = "x".repeat(1000);
+        assert_eq!(
+            server_message(long.as_bytes(), status).len(),
+            MAX_MESSAGE_CHARS + 3
+        );
+    }
+
+    #[test]
+    fn records_must_be_an_array_of_objects() {
+        let users = FieldPath::parse("users").expect("path");
+        let mut body = json!({"users": [{"id": 1}], "count": 1});
+        assert_eq!(
+            take_records(&mut body, Some(&users))
+                .expect("records")
+                .len(),
+            1
+        );
+        assert_eq!(
+            body["count"], 1,
+            "the rest of the body stays for the paginator"
+        );
+        let mut null = json!({"users": null});
+        assert!(
+            take_records(&mut null, Some(&users))
+                .expect("empty")
+                .is_empty()
+        );
+        let err = take_records(&mut json!({"count": 0}), Some(&users)).expect_err("missing");
+        assert!(err.contains("has no users"), "{err}");
+        let err = take_records(&mut json!({"users": [1]}), Some(&users)).expect_err("scalar");
+        assert!(err.contains("record 0 is a number"), "{err}");
+        let err = take_records(&mut json!({"users": {}}), Some(&users)).expect_err("object");
+        assert!(err.contains("not an array"), "{err}");
+        assert_eq!(
+            take_records(&mut json!([{"a": 1}]), None)
+                .expect("bare array")
+                .len(),
+            1
+        );
+    }
+}

@@ -1,0 +1,38 @@
+//! Batch pipelines: any paged REST API into manifested lake snapshots.
+//!
+//! A pipeline is declared in TOML ([`Pipelines`]; the built-in users,
+//! content and events pipelines are in `pipelines.toml`): where to fetch,
+//! where the records are in a response, how to page, when to stop, how to
+//! retry, how to transform each record and where in the lake to write.
+//! [`BatchEngine`] runs them: it pages through the API (fetching pages
+//! concurrently when their number is known), retries what is worth
+//! retrying, transforms the records and writes NDJSON parts through the
+//! lake, then a `_manifest.json` last, so that a run is read only once it
+//! is complete. [`serve`] offers the engine as `vesper.v1.BatchPipeline`.
+
+mod args;
+mod engine;
+mod error;
+mod fetch;
+mod field;
+mod pagination;
+mod progress;
+mod report;
+mod service;
+mod snapshot;
+mod spec;
+mod transform;
+
+pub use args::{BatchArgs, PipelineArgs};
+pub use engine::{BatchEngine, DEFAULT_CONCURRENCY};
+pub use error::BatchError;
+pub use fetch::USER_AGENT;
+pub use field::FieldPath;
+pub use progress::{BarProgress, LogProgress, Progress, Quiet, RunObserver};
+pub use report::{RunReport, RunStatus, human_bytes};
+pub use service::{BatchPipelineService, serve};
+pub use snapshot::{MANIFEST_NAME, Manifest, NDJSON_CONTENT_TYPE, PartInfo, run_directory};
+pub use spec::{
+    BUILTIN_PIPELINES, DEFAULT_BASE_URL, PartLimits, Pipeline, Pipelines, RetryPolicy, StopRule,
+};
+pub use transform::{Hook, METADATA_FIELDS, Record};

@@ -1,0 +1,959 @@
+//! Pipeline files: the TOML format, and its validation into [`Pipelines`].
+//!
+//! Everything that can be checked without calling the API is checked when
+//! the file is loaded, and every error names the setting as a dotted path
+//! (`pipelines.users.pagination.limit: must be 1 or more`), so that a typo
+//! fails at start, not halfway through a run.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    fmt,
+    marker::PhantomData,
+    path::Path,
+    time::Duration,
+};
+
+use reqwest::{
+    Url,
+    header::{HeaderMap, HeaderName, HeaderValue},
+};
+use serde::{
+    Deserialize, Deserializer,
+    de::{MapAccess, Visitor},
+};
+use vesper::config::{ByteSize, parse_duration};
+use vesper_storage::{DEFAULT_MAX_OBJECT_SIZE, ObjectKey};
+
+use crate::{
+    BatchError,
+    field::FieldPath,
+    pagination::{
+        CursorPaging, NextLinkPaging, OffsetPaging, PageNumberPaging, Pagination, RepeatPaging,
+    },
+    transform::{METADATA_FIELDS, Transform},
+};
+
+/// The built-in pipelines (users, content, events), in the file format.
+pub const BUILTIN_PIPELINES: &str = include_str!("../pipelines.toml");
+
+/// Where relative paths point when a file sets no `base_url`: the local
+/// gateway's REST API.
+pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:8080/api/";
+
+/// Prefix of the webhook's events in the lake; batch snapshots never go
+/// there.
+const WEBHOOK_EVENTS_PREFIX: &str = "events/";
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_RETRY: RetryPolicy = RetryPolicy {
+    attempts: 5,
+    initial_backoff: Duration::from_millis(250),
+    max_backoff: Duration::from_secs(10),
+    max_retry_after: Duration::from_secs(60),
+};
+const DEFAULT_PARTS: PartLimits = PartLimits {
+    max_records: 5000,
+    max_bytes: 16 * 1024 * 1024,
+};
+
+/// How a request that failed transiently (429, 5xx, a timeout, a broken
+/// connection) is retried: capped exponential backoff with full jitter, and
+/// at least as long as the server's `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (1 = never retry).
+    pub attempts: u32,
+    /// The backoff cap before the first retry; it doubles for each retry.
+    pub initial_backoff: Duration,
+    /// The most the backoff cap grows to.
+    pub max_backoff: Duration,
+    /// The longest `Retry-After` honoured; a server asking for more ends
+    /// the run instead of stalling it.
+    pub max_retry_after: Duration,
+}
+
+/// When a snapshot part is closed and a new one started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartLimits {
+    /// Records in a part, at most.
+    pub max_records: u64,
+    /// Bytes in a part, at most (a single larger record gets a part of its
+    /// own). A part is held in memory until written, so this bounds a run's
+    /// memory too.
+    pub max_bytes: u64,
+}
+
+/// Where a run stops besides the API saying so.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StopRule {
+    /// Pages fetched, at most.
+    pub max_pages: Option<u64>,
+    /// Records taken from the API, at most (the last page is cut to fit).
+    pub max_records: Option<u64>,
+}
+
+impl StopRule {
+    fn is_set(&self) -> bool {
+        self.max_pages.is_some() || self.max_records.is_some()
+    }
+
+    /// "max 10 pages", "max 10 pages or 2000 records", "" for none.
+    pub fn describe(&self) -> String {
+        match (self.max_pages, self.max_records) {
+            (None, None) => String::new(),
+            (Some(pages), None) => format!("max {pages} pages"),
+            (None, Some(records)) => format!("max {records} records"),
+            (Some(pages), Some(records)) => format!("max {pages} pages or {records} records"),
+        }
+    }
+}
+
+/// One declared pipeline, validated.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub(crate) name: String,
+    /// The endpoint with the declared query, before any paging parameter.
+    pub(crate) endpoint: Url,
+    pub(crate) path: String,
+    pub(crate) query: Vec<(String, String)>,
+    pub(crate) own_base_url: bool,
+    pub(crate) records: Option<FieldPath>,
+    pub(crate) prefix: String,
+    pub(crate) timeout: Duration,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) headers: HeaderMap,
+    pub(crate) pagination: Pagination,
+    pub(crate) stop: StopRule,
+    pub(crate) transform: Transform,
+    pub(crate) parts: PartLimits,
+}
+
+impl Pipeline {
+    /// The pipeline's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The URL of the first request.
+    pub fn first_url(&self) -> Url {
+        self.pagination.first_url(&self.endpoint)
+    }
+
+    /// The lake prefix the snapshots go under ("users/").
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// How it pages, e.g. "offset (limit 200)".
+    pub fn describe_pagination(&self) -> String {
+        self.pagination.describe()
+    }
+
+    /// Its stop rule.
+    pub fn stop(&self) -> StopRule {
+        self.stop
+    }
+
+    /// Its retry policy.
+    pub fn retry(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    /// Its per-request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// As the gRPC contract lists it.
+    pub fn info(&self) -> vesper::v1::PipelineInfo {
+        vesper::v1::PipelineInfo {
+            name: self.name.clone(),
+            url: self.first_url().to_string(),
+            pagination: self.describe_pagination(),
+            prefix: self.prefix.clone(),
+            stop: self.stop.describe(),
+        }
+    }
+}
+
+/// The declared pipelines, in declaration order.
+#[derive(Debug, Clone)]
+pub struct Pipelines {
+    origin: String,
+    pipelines: Vec<Pipeline>,
+}
+
+impl Pipelines {
+    /// The built-in users, content and events pipelines.
+    pub fn builtin() -> Result<Self, BatchError> {
+        Self::from_toml(BUILTIN_PIPELINES, "built-in pipelines")
+    }
+
+    /// Reads and validates a pipeline file.
+    pub fn load(path: &Path) -> Result<Self, BatchError> {
+        let text = std::fs::read_to_string(path).map_err(|source| BatchError::ReadConfig {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates pipelines written in the file format; `origin`
+    /// names the text in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, BatchError> {
+        let file: FileToml = toml::from_str(text).map_err(|err| BatchError::Syntax {
+            origin: origin.to_owned(),
+            message: err.to_string().trim_end().to_owned(),
+        })?;
+        Resolver { origin }.resolve(file)
+    }
+
+    /// Points every pipeline that has no `base_url` of its own at `source`
+    /// instead of the file's `base_url` (what `--source-url` does).
+    pub fn with_source_url(mut self, source: &str) -> Result<Self, BatchError> {
+        let resolver = Resolver {
+            origin: &self.origin,
+        };
+        let base = parse_base_url(source).map_err(|reason| BatchError::Invalid {
+            origin: "--source-url".into(),
+            field: source.into(),
+            reason,
+        })?;
+        for pipeline in self.pipelines.iter_mut().filter(|p| !p.own_base_url) {
+            pipeline.endpoint = resolver.endpoint(
+                &base,
+                &pipeline.path,
+                &pipeline.query,
+                &format!("pipelines.{}.path", pipeline.name),
+            )?;
+        }
+        Ok(self)
+    }
+
+    /// The pipeline called `name`.
+    pub fn get(&self, name: &str) -> Option<&Pipeline> {
+        self.pipelines.iter().find(|pipeline| pipeline.name == name)
+    }
+
+    pub(crate) fn get_mut(&mut self, name: &str) -> Option<&mut Pipeline> {
+        self.pipelines
+            .iter_mut()
+            .find(|pipeline| pipeline.name == name)
+    }
+
+    /// Every pipeline, in declaration order.
+    pub fn iter(&self) -> impl Iterator<Item = &Pipeline> {
+        self.pipelines.iter()
+    }
+
+    /// The declared names, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.pipelines.iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// Where they were loaded from.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+}
+
+// ---------------------------------------------------------------- the format
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileToml {
+    base_url: Option<String>,
+    #[serde(default)]
+    defaults: DefaultsToml,
+    #[serde(deserialize_with = "in_order")]
+    pipelines: Vec<(String, PipelineToml)>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DefaultsToml {
+    timeout: Option<TomlDuration>,
+    #[serde(default)]
+    retry: RetryToml,
+    #[serde(default)]
+    parts: PartsToml,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelineToml {
+    base_url: Option<String>,
+    #[serde(default)]
+    path: String,
+    #[serde(default)]
+    query: BTreeMap<String, toml::Value>,
+    records: Option<String>,
+    prefix: Option<String>,
+    timeout: Option<TomlDuration>,
+    #[serde(default)]
+    retry: RetryToml,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pagination: PaginationToml,
+    #[serde(default)]
+    stop: StopToml,
+    #[serde(default)]
+    transform: TransformToml,
+    #[serde(default)]
+    parts: PartsToml,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryToml {
+    attempts: Option<i64>,
+    initial_backoff: Option<TomlDuration>,
+    max_backoff: Option<TomlDuration>,
+    max_retry_after: Option<TomlDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartsToml {
+    max_records: Option<i64>,
+    max_bytes: Option<TomlSize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StopToml {
+    max_pages: Option<i64>,
+    max_records: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransformToml {
+    metadata: Option<bool>,
+    #[serde(default)]
+    rename: BTreeMap<String, String>,
+    #[serde(default)]
+    drop: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum PaginationToml {
+    // A struct variant, so that settings given to it are refused as unknown.
+    Single {},
+    Offset {
+        limit: i64,
+        offset_param: Option<String>,
+        limit_param: Option<String>,
+        start: Option<i64>,
+        has_more: Option<String>,
+        next_offset: Option<String>,
+        total: Option<String>,
+        stop_on_short_page: Option<bool>,
+    },
+    PageNumber {
+        page_param: Option<String>,
+        start: Option<i64>,
+        page_size: Option<i64>,
+        page_size_param: Option<String>,
+        has_more: Option<String>,
+        total_pages: Option<String>,
+        stop_on_short_page: Option<bool>,
+    },
+    Cursor {
+        cursor: String,
+        cursor_param: Option<String>,
+        has_more: Option<String>,
+    },
+    NextLink {
+        next_url: String,
+    },
+    Repeat {
+        has_more: Option<String>,
+    },
+}
+
+impl Default for PaginationToml {
+    fn default() -> Self {
+        Self::Single {}
+    }
+}
+
+/// A humantime duration in the file ("3s", "250ms").
+#[derive(Debug, Clone, Copy)]
+struct TomlDuration(Duration);
+
+impl<'de> Deserialize<'de> for TomlDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_duration(&text)
+            .map(Self)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A size in the file: a number of bytes or a string with a unit ("16MiB").
+#[derive(Debug, Clone, Copy)]
+struct TomlSize(u64);
+
+impl<'de> Deserialize<'de> for TomlSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Bytes(bytes) => Ok(Self(bytes)),
+            Raw::Text(text) => text
+                .parse::<ByteSize>()
+                .map(|size| Self(size.bytes()))
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A TOML table as a list, in the order the file declares it (pipelines
+/// run and list in that order).
+fn in_order<'de, D, T>(deserializer: D) -> Result<Vec<(String, T)>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct InOrder<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for InOrder<T> {
+        type Value = Vec<(String, T)>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a table of pipelines")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut entries = Vec::new();
+            while let Some(entry) = map.next_entry()? {
+                entries.push(entry);
+            }
+            Ok(entries)
+        }
+    }
+
+    deserializer.deserialize_map(InOrder(PhantomData))
+}
+
+// ---------------------------------------------------------------- validation
+
+struct Resolver<'a> {
+    origin: &'a str,
+}
+
+impl Resolver<'_> {
+    fn invalid(&self, field: impl Into<String>, reason: impl Into<String>) -> BatchError {
+        BatchError::Invalid {
+            origin: self.origin.to_owned(),
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn resolve(&self, file: FileToml) -> Result<Pipelines, BatchError> {
+        let base = parse_base_url(file.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL))
+            .map_err(|reason| self.invalid("base_url", reason))?;
+        if file.pipelines.is_empty() {
+            return Err(self.invalid("pipelines", "declare at least one pipeline"));
+        }
+        let defaults = &file.defaults;
+        let default_timeout = match defaults.timeout {
+            Some(timeout) => self.timeout(timeout.0, "defaults.timeout")?,
+            None => DEFAULT_TIMEOUT,
+        };
+        let default_retry = self.retry(&defaults.retry, DEFAULT_RETRY, "defaults.retry")?;
+        let default_parts = self.parts(&defaults.parts, DEFAULT_PARTS, "defaults.parts")?;
+        let default_headers = self.headers(&defaults.headers, "defaults.headers")?;
+
+        let mut pipelines: Vec<Pipeline> = Vec::with_capacity(file.pipelines.len());
+        for (name, declared) in file.pipelines {
+            let pipeline = self.pipeline(
+                name,
+                declared,
+                &base,
+                default_timeout,
+                default_retry,
+                default_parts,
+                &default_headers,
+            )?;
+            if let Some(other) = pipelines.iter().find(|other| {
+                other.prefix.starts_with(&pipeline.prefix)
+                    || pipeline.prefix.starts_with(&other.prefix)
+            }) {
+                return Err(self.invalid(
+                    format!("pipelines.{}.prefix", pipeline.name),
+                    format!(
+                        "{:?} overlaps pipeline {:?}'s prefix {:?}; each pipeline needs a prefix of its own",
+                        pipeline.prefix, other.name, other.prefix
+                    ),
+                ));
+            }
+            pipelines.push(pipeline);
+        }
+        Ok(Pipelines {
+            origin: self.origin.to_owned(),
+            pipelines,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn pipeline(
+        &self,
+        name: String,
+        declared: PipelineToml,
+        file_base: &Url,
+        default_timeout: Duration,
+        default_retry: RetryPolicy,
+        default_parts: PartLimits,
+        default_headers: &HeaderMap,
+    ) -> Result<Pipeline, BatchError> {
+        let at = |key: &str| format!("pipelines.{name}.{key}");
+        check_name(&name).map_err(|reason| self.invalid(format!("pipelines.{name}"), reason))?;
+
+        let own_base_url = declared.base_url.is_some();
+        let base = match &declared.base_url {
+            Some(text) => {
+                parse_base_url(text).map_err(|reason| self.invalid(at("base_url"), reason))?
+            }
+            None => file_base.clone(),
+        };
+        let pagination = self.pagination(declared.pagination, &at("pagination"))?;
+        let query = self.query(&declared.query, &pagination, &at("query"))?;
+        let endpoint = self.endpoint(&base, &declared.path, &query, &at("path"))?;
+
+        let records = declared
+            .records
+            .as_deref()
+            .map(FieldPath::parse)
+            .transpose()
+            .map_err(|reason| self.invalid(at("records"), reason))?;
+        let prefix = self.prefix(
+            declared.prefix.unwrap_or_else(|| format!("{name}/")),
+            &at("prefix"),
+        )?;
+        let timeout = match declared.timeout {
+            Some(timeout) => self.timeout(timeout.0, &at("timeout"))?,
+            None => default_timeout,
+        };
+        let retry = self.retry(&declared.retry, default_retry, &at("retry"))?;
+        let parts = self.parts(&declared.parts, default_parts, &at("parts"))?;
+        let mut headers = default_headers.clone();
+        headers.extend(self.headers(&declared.headers, &at("headers"))?);
+
+        let stop = self.stop(&declared.stop, &at("stop"))?;
+        if matches!(pagination, Pagination::Repeat(_)) && !stop.is_set() {
+            return Err(self.invalid(
+                at("stop"),
+                "a repeat paginator only ends when the API says so; set stop.max_pages or stop.max_records so that a run always ends",
+            ));
+        }
+        let transform = self.transform(declared.transform, &at("transform"))?;
+
+        Ok(Pipeline {
+            name,
+            endpoint,
+            path: declared.path,
+            query,
+            own_base_url,
+            records,
+            prefix,
+            timeout,
+            retry,
+            headers,
+            pagination,
+            stop,
+            transform,
+            parts,
+        })
+    }
+
+    fn endpoint(
+        &self,
+        base: &Url,
+        path: &str,
+        query: &[(String, String)],
+        field: &str,
+    ) -> Result<Url, BatchError> {
+        if path.contains(['?', '#']) {
+            return Err(self.invalid(
+                field,
+                format!("{path:?} has a query or fragment; put query parameters under `query`"),
+            ));
+        }
+        if path.contains("://") {
+            return Err(self.invalid(
+                field,
+                format!("{path:?} is a full URL; set base_url to it and leave path empty"),
+            ));
+        }
+        let mut endpoint = base
+            .join(path.trim_start_matches('/'))
+            .map_err(|err| self.invalid(field, format!("cannot join {path:?} to {base}: {err}")))?;
+        if !query.is_empty() {
+            endpoint.query_pairs_mut().extend_pairs(query);
+        }
+        Ok(endpoint)
+    }
+
+    fn query(
+        &self,
+        declared: &BTreeMap<String, toml::Value>,
+        pagination: &Pagination,
+        field: &str,
+    ) -> Result<Vec<(String, String)>, BatchError> {
+        let paging_params = pagination.query_params();
+        declared
+            .iter()
+            .map(|(name, value)| {
+                let at = format!("{field}.{name}");
+                if let Some(setting) = paging_params
+                    .iter()
+                    .find_map(|(param, setting)| (param == name).then_some(setting))
+                {
+                    return Err(self.invalid(
+                        at,
+                        format!("the paginator sets {name:?} itself (pagination.{setting}); remove it from the query"),
+                    ));
+                }
+                let text = match value {
+                    toml::Value::String(text) => text.clone(),
+                    toml::Value::Integer(number) => number.to_string(),
+                    toml::Value::Float(number) => number.to_string(),
+                    toml::Value::Boolean(flag) => flag.to_string(),
+                    _ => {
+                        return Err(self.invalid(at, "a query value is a string, a number or a boolean"));
+                    }
+                };
+                Ok((name.clone(), text))
+            })
+            .collect()
+    }
+
+    fn pagination(&self, declared: PaginationToml, field: &str) -> Result<Pagination, BatchError> {
+        let at = |key: &str| format!("{field}.{key}");
+        let path = |key: &str, text: Option<String>| -> Result<Option<FieldPath>, BatchError> {
+            text.as_deref()
+                .map(FieldPath::parse)
+                .transpose()
+                .map_err(|reason| self.invalid(at(key), reason))
+        };
+        let param =
+            |key: &str, text: Option<String>, default: &str| -> Result<String, BatchError> {
+                let name = text.unwrap_or_else(|| default.to_owned());
+                if name.is_empty() {
+                    return Err(self.invalid(at(key), "a query parameter name cannot be empty"));
+                }
+                Ok(name)
+            };
+        let pagination = match declared {
+            PaginationToml::Single {} => Pagination::Single,
+            PaginationToml::Offset {
+                limit,
+                offset_param,
+                limit_param,
+                start,
+                has_more,
+                next_offset,
+                total,
+                stop_on_short_page,
+            } => Pagination::Offset(OffsetPaging {
+                limit: self.at_least(limit, 1, &at("limit"))?,
+                offset_param: param("offset_param", offset_param, "offset")?,
+                limit_param: param("limit_param", limit_param, "limit")?,
+                start: self.at_least(start.unwrap_or(0), 0, &at("start"))?,
+                has_more: path("has_more", has_more)?,
+                next_offset: path("next_offset", next_offset)?,
+                total: path("total", total)?,
+                stop_on_short_page: stop_on_short_page.unwrap_or(true),
+            }),
+            PaginationToml::PageNumber {
+                page_param,
+                start,
+                page_size,
+                page_size_param,
+                has_more,
+                total_pages,
+                stop_on_short_page,
+            } => {
+                let page_size = page_size
+                    .map(|size| self.at_least(size, 1, &at("page_size")))
+                    .transpose()?;
+                if page_size.is_none() && stop_on_short_page == Some(true) {
+                    return Err(self.invalid(
+                        at("stop_on_short_page"),
+                        "a page is short only against a page_size; set page_size too",
+                    ));
+                }
+                if page_size.is_none() && page_size_param.is_some() {
+                    return Err(self.invalid(
+                        at("page_size_param"),
+                        "without page_size there is no page size to send; set page_size too",
+                    ));
+                }
+                Pagination::PageNumber(PageNumberPaging {
+                    page_param: param("page_param", page_param, "page")?,
+                    start: self.at_least(start.unwrap_or(1), 0, &at("start"))?,
+                    page_size,
+                    page_size_param: param("page_size_param", page_size_param, "page_size")?,
+                    has_more: path("has_more", has_more)?,
+                    total_pages: path("total_pages", total_pages)?,
+                    stop_on_short_page: stop_on_short_page.unwrap_or(page_size.is_some()),
+                })
+            }
+            PaginationToml::Cursor {
+                cursor,
+                cursor_param,
+                has_more,
+            } => Pagination::Cursor(CursorPaging {
+                cursor: path("cursor", Some(cursor))?
+                    .ok_or_else(|| self.invalid(at("cursor"), "required"))?,
+                cursor_param: param("cursor_param", cursor_param, "cursor")?,
+                has_more: path("has_more", has_more)?,
+            }),
+            PaginationToml::NextLink { next_url } => Pagination::NextLink(NextLinkPaging {
+                next_url: path("next_url", Some(next_url))?
+                    .ok_or_else(|| self.invalid(at("next_url"), "required"))?,
+            }),
+            PaginationToml::Repeat { has_more } => Pagination::Repeat(RepeatPaging {
+                has_more: path("has_more", has_more)?,
+            }),
+        };
+        let params = pagination.query_params();
+        for (index, (name, setting)) in params.iter().enumerate() {
+            if let Some((_, other)) = params[..index].iter().find(|(other, _)| other == name) {
+                return Err(self.invalid(
+                    at(setting),
+                    format!("{name:?} is also pagination.{other}; the two parameters need different names"),
+                ));
+            }
+        }
+        Ok(pagination)
+    }
+
+    fn at_least(&self, value: i64, min: i64, field: &str) -> Result<u64, BatchError> {
+        if value < min {
+            return Err(self.invalid(field, format!("must be {min} or more, got {value}")));
+        }
+        u64::try_from(value).map_err(|_| self.invalid(field, "out of range"))
+    }
+
+    fn prefix(&self, prefix: String, field: &str) -> Result<String, BatchError> {
+        if !prefix.ends_with('/') {
+            return Err(self.invalid(
+                field,
+                format!("{prefix:?} must end with '/', e.g. \"users/\""),
+            ));
+        }
+        if let Err(err) = ObjectKey::new(format!("{prefix}part")) {
+            return Err(self.invalid(
+                field,
+                format!("{prefix:?} is not a valid lake prefix: {err}"),
+            ));
+        }
+        if prefix.starts_with(WEBHOOK_EVENTS_PREFIX) || WEBHOOK_EVENTS_PREFIX.starts_with(&prefix) {
+            return Err(self.invalid(
+                field,
+                format!(
+                    "{prefix:?} overlaps {WEBHOOK_EVENTS_PREFIX:?}, which holds the webhook's events; pulled events go under \"api_events/\""
+                ),
+            ));
+        }
+        Ok(prefix)
+    }
+
+    fn timeout(&self, timeout: Duration, field: &str) -> Result<Duration, BatchError> {
+        if timeout.is_zero() {
+            return Err(self.invalid(field, "must be more than 0s"));
+        }
+        Ok(timeout)
+    }
+
+    fn retry(
+        &self,
+        declared: &RetryToml,
+        defaults: RetryPolicy,
+        field: &str,
+    ) -> Result<RetryPolicy, BatchError> {
+        let at = |key: &str| format!("{field}.{key}");
+        let attempts = match declared.attempts {
+            Some(attempts) => u32::try_from(self.at_least(attempts, 1, &at("attempts"))?)
+                .map_err(|_| self.invalid(at("attempts"), "out of range"))?,
+            None => defaults.attempts,
+        };
+        let policy = RetryPolicy {
+            attempts,
+            initial_backoff: declared
+                .initial_backoff
+                .map_or(defaults.initial_backoff, |d| d.0),
+            max_backoff: declared.max_backoff.map_or(defaults.max_backoff, |d| d.0),
+            max_retry_after: declared
+                .max_retry_after
+                .map_or(defaults.max_retry_after, |d| d.0),
+        };
+        if policy.initial_backoff.is_zero() {
+            return Err(self.invalid(at("initial_backoff"), "must be more than 0s"));
+        }
+        if policy.max_backoff < policy.initial_backoff {
+            return Err(self.invalid(
+                at("max_backoff"),
+                format!(
+                    "{} is below initial_backoff ({})",
+                    humantime::format_duration(policy.max_backoff),
+                    humantime::format_duration(policy.initial_backoff)
+                ),
+            ));
+        }
+        Ok(policy)
+    }
+
+    fn parts(
+        &self,
+        declared: &PartsToml,
+        defaults: PartLimits,
+        field: &str,
+    ) -> Result<PartLimits, BatchError> {
+        let at = |key: &str| format!("{field}.{key}");
+        let max_records = match declared.max_records {
+            Some(records) => self.at_least(records, 1, &at("max_records"))?,
+            None => defaults.max_records,
+        };
+        let max_bytes = declared.max_bytes.map_or(defaults.max_bytes, |size| size.0);
+        let limit = DEFAULT_MAX_OBJECT_SIZE.bytes();
+        if max_bytes == 0 || max_bytes > limit {
+            return Err(self.invalid(
+                at("max_bytes"),
+                format!(
+                    "must be between 1 byte and the lake's object limit, {DEFAULT_MAX_OBJECT_SIZE}"
+                ),
+            ));
+        }
+        Ok(PartLimits {
+            max_records,
+            max_bytes,
+        })
+    }
+
+    fn stop(&self, declared: &StopToml, field: &str) -> Result<StopRule, BatchError> {
+        let at = |key: &str| format!("{field}.{key}");
+        Ok(StopRule {
+            max_pages: declared
+                .max_pages
+                .map(|pages| self.at_least(pages, 1, &at("max_pages")))
+                .transpose()?,
+            max_records: declared
+                .max_records
+                .map(|records| self.at_least(records, 1, &at("max_records")))
+                .transpose()?,
+        })
+    }
+
+    fn headers(
+        &self,
+        declared: &BTreeMap<String, String>,
+        field: &str,
+    ) -> Result<HeaderMap, BatchError> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in declared {
+            let at = format!("{field}.{name}");
+            let header = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| self.invalid(&at, "not a valid HTTP header name"))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| self.invalid(&at, "a header value is visible ASCII"))?;
+            headers.insert(header, value);
+        }
+        Ok(headers)
+    }
+
+    fn transform(&self, declared: TransformToml, field: &str) -> Result<Transform, BatchError> {
+        let metadata = declared.metadata.unwrap_or(true);
+        let mut targets = HashSet::new();
+        for (from, to) in &declared.rename {
+            let at = format!("{field}.rename.{from}");
+            if to.is_empty() {
+                return Err(self.invalid(at, "the new name cannot be empty"));
+            }
+            if !targets.insert(to.as_str()) {
+                return Err(self.invalid(at, format!("another field is renamed to {to:?} too")));
+            }
+            if metadata && METADATA_FIELDS.contains(&to.as_str()) {
+                return Err(self.invalid(
+                    at,
+                    format!("{to:?} is run metadata and would be overwritten; pick another name or set metadata = false"),
+                ));
+            }
+        }
+        let mut dropped = HashSet::new();
+        for name in &declared.drop {
+            let at = format!("{field}.drop");
+            if declared.rename.contains_key(name) {
+                return Err(self.invalid(
+                    at,
+                    format!("{name:?} is both dropped and renamed; keep one"),
+                ));
+            }
+            if !dropped.insert(name.as_str()) {
+                return Err(self.invalid(at, format!("{name:?} is listed twice")));
+            }
+        }
+        Ok(Transform::new(
+            metadata,
+            declared.rename.into_iter().collect(),
+            declared.drop,
+        ))
+    }
+}
+
+/// A base URL: http or https, with a host, no query or fragment; the path
+/// always ends with `/` so that a relative path appends to it.
+fn parse_base_url(text: &str) -> Result<Url, String> {
+    let mut url = Url::parse(text).map_err(|err| format!("{text:?} is not a URL: {err}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{text:?} is not an http:// or https:// URL"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{text:?} has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "{text:?} has a query or fragment; put query parameters under a pipeline's `query`"
+        ));
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+/// Pipeline names end up in lake keys, metric labels and command lines.
+fn check_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid pipeline name: 1 to 64 lower-case letters, digits, '_' or '-', starting with a letter or digit"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

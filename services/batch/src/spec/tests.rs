@@ -1,0 +1,358 @@
+//! Validation of pipeline files: the built-in one, and wrong ones caught at
+//! load time with the setting named.
+
+use super::*;
+
+#[test]
+fn the_builtin_pipelines_load_in_declaration_order() {
+    let pipelines = Pipelines::builtin().expect("built-in pipelines");
+    assert_eq!(pipelines.names(), ["users", "content", "events"]);
+
+    let users = pipelines.get("users").expect("users");
+    assert_eq!(
+        users.first_url().as_str(),
+        "http://127.0.0.1:8080/api/users?offset=0&limit=200"
+    );
+    assert_eq!(users.prefix(), "users/");
+    assert_eq!(users.describe_pagination(), "offset (limit 200)");
+    assert_eq!(users.retry().attempts, 5, "the file's defaults apply");
+    assert_eq!(users.timeout(), Duration::from_secs(30));
+    assert_eq!(users.stop(), StopRule::default());
+
+    let content = pipelines.get("content").expect("content");
+    assert_eq!(
+        content.first_url().as_str(),
+        "http://127.0.0.1:8080/api/content"
+    );
+    assert_eq!(content.describe_pagination(), "single page");
+
+    let events = pipelines.get("events").expect("events");
+    assert_eq!(
+        events.first_url().as_str(),
+        "http://127.0.0.1:8080/api/events?count=200"
+    );
+    assert_eq!(events.prefix(), "api_events/");
+    assert!(
+        events.timeout() < Duration::from_secs(10),
+        "below the 10 s stall"
+    );
+    assert_eq!(events.retry().attempts, 8);
+    assert_eq!(
+        events.retry().initial_backoff,
+        Duration::from_millis(250),
+        "unset retry keys come from the defaults"
+    );
+    assert_eq!(events.stop().describe(), "max 10 pages");
+    assert_eq!(events.describe_pagination(), "repeat while has_more");
+
+    let info = users.info();
+    assert_eq!(info.name, "users");
+    assert_eq!(
+        info.url,
+        "http://127.0.0.1:8080/api/users?offset=0&limit=200"
+    );
+    assert_eq!(info.stop, "");
+}
+
+#[test]
+fn the_source_url_replaces_the_file_base_but_not_a_pipelines_own() {
+    let text = r#"
+        base_url = "http://file.test/api/"
+        [pipelines.a]
+        path = "a"
+        [pipelines.b]
+        base_url = "http://own.test/v2"
+        path = "/b"
+    "#;
+    let pipelines = Pipelines::from_toml(text, "test.toml")
+        .expect("valid")
+        .with_source_url("http://127.0.0.1:9090/api")
+        .expect("a valid source URL");
+    let a = pipelines.get("a").expect("a");
+    assert_eq!(a.first_url().as_str(), "http://127.0.0.1:9090/api/a");
+    let b = pipelines.get("b").expect("b");
+    assert_eq!(b.first_url().as_str(), "http://own.test/v2/b");
+
+    let err = Pipelines::from_toml(text, "test.toml")
+        .expect("valid")
+        .with_source_url("ftp://x")
+        .expect_err("not http");
+    assert!(err.to_string().starts_with("--source-url"), "{err}");
+}
+
+#[test]
+fn every_paginator_loads() {
+    let text = r#"
+        [pipelines.offset]
+        pagination = { type = "offset", limit = 50, offset_param = "skip", limit_param = "take", start = 10, has_more = "meta.more", next_offset = "meta.next", total = "meta.total", stop_on_short_page = false }
+        [pipelines.pages]
+        pagination = { type = "page_number", page_param = "p", start = 0, page_size = 25, page_size_param = "per_page", total_pages = "pages" }
+        [pipelines.cursor]
+        pagination = { type = "cursor", cursor = "next_cursor", cursor_param = "after" }
+        [pipelines.links]
+        pagination = { type = "next_link", next_url = "links.next" }
+        [pipelines.feed]
+        pagination = { type = "repeat" }
+        stop = { max_records = 1000 }
+    "#;
+    let pipelines = Pipelines::from_toml(text, "test.toml").expect("valid");
+    let urls: Vec<_> = pipelines
+        .iter()
+        .map(|p| p.first_url().to_string())
+        .collect();
+    assert_eq!(
+        urls,
+        [
+            "http://127.0.0.1:8080/api/?skip=10&take=50",
+            "http://127.0.0.1:8080/api/?p=0&per_page=25",
+            "http://127.0.0.1:8080/api/",
+            "http://127.0.0.1:8080/api/",
+            "http://127.0.0.1:8080/api/",
+        ]
+    );
+    let prefixes: Vec<_> = pipelines.iter().map(Pipeline::prefix).collect();
+    assert_eq!(
+        prefixes,
+        ["offset/", "pages/", "cursor/", "links/", "feed/"]
+    );
+}
+
+/// Loads `pipeline` (the body of `[pipelines.x]`) and returns the error.
+fn error_of(pipeline: &str) -> String {
+    let text = format!("[pipelines.x]\n{pipeline}\n");
+    Pipelines::from_toml(&text, "test.toml")
+        .expect_err(pipeline)
+        .to_string()
+}
+
+#[test]
+fn wrong_pagination_settings_are_refused_with_the_field_named() {
+    for (pipeline, expected) in [
+        (
+            r#"pagination = { type = "offset", limit = 0 }"#,
+            "test.toml: pipelines.x.pagination.limit: must be 1 or more, got 0",
+        ),
+        (
+            r#"pagination = { type = "offset", limit = -5 }"#,
+            "pipelines.x.pagination.limit: must be 1 or more",
+        ),
+        (
+            r#"pagination = { type = "offset", limit = 10, start = -1 }"#,
+            "pipelines.x.pagination.start: must be 0 or more",
+        ),
+        (
+            r#"pagination = { type = "offset", limit = 10, limit_param = "offset" }"#,
+            "pipelines.x.pagination.limit_param: \"offset\" is also pagination.offset_param",
+        ),
+        (
+            r#"pagination = { type = "offset", limit = 10, has_more = "meta..more" }"#,
+            "pipelines.x.pagination.has_more: \"meta..more\" has an empty segment",
+        ),
+        (
+            r#"pagination = { type = "offset", limit = 10, offset_param = "" }"#,
+            "pipelines.x.pagination.offset_param: a query parameter name cannot be empty",
+        ),
+        (
+            r#"pagination = { type = "page_number", stop_on_short_page = true }"#,
+            "pipelines.x.pagination.stop_on_short_page: a page is short only against a page_size",
+        ),
+        (
+            r#"pagination = { type = "page_number", page_size = 0 }"#,
+            "pipelines.x.pagination.page_size: must be 1 or more",
+        ),
+        (
+            r#"pagination = { type = "cursor", cursor = "" }"#,
+            "pipelines.x.pagination.cursor: a field path cannot be empty",
+        ),
+        (
+            r#"pagination = { type = "repeat" }"#,
+            "pipelines.x.stop: a repeat paginator only ends when the API says so",
+        ),
+        (
+            r#"pagination = { type = "offset", limit = 10 }
+               query = { offset = 5 }"#,
+            "pipelines.x.query.offset: the paginator sets \"offset\" itself (pagination.offset_param)",
+        ),
+    ] {
+        let err = error_of(pipeline);
+        assert!(
+            err.contains(expected),
+            "{pipeline}\n  got: {err}\n  expected: {expected}"
+        );
+    }
+}
+
+#[test]
+fn unknown_keys_and_wrong_kinds_are_refused_by_the_parser() {
+    for (pipeline, expected) in [
+        (
+            r#"pagination = { type = "offset", limt = 10 }"#,
+            "unknown field `limt`",
+        ),
+        (
+            r#"pagination = { type = "offset" }"#,
+            "missing field `limit`",
+        ),
+        (
+            r#"pagination = { type = "ofset", limit = 10 }"#,
+            "unknown variant `ofset`",
+        ),
+        (
+            r#"pagination = { type = "single", limit = 10 }"#,
+            "unknown field `limit`",
+        ),
+        (
+            r#"pagination = { type = "cursor", cursor = "c", limit = 10 }"#,
+            "unknown field `limit`",
+        ),
+        (
+            r#"pagination = { type = "offset", limit = "ten" }"#,
+            "invalid type",
+        ),
+        (r#"recrods = "users""#, "unknown field `recrods`"),
+        (r#"retry = { attempt = 3 }"#, "unknown field `attempt`"),
+        (r#"timeout = "3 parsecs""#, "invalid duration"),
+        (r#"parts = { max_bytes = "lots" }"#, "invalid size"),
+    ] {
+        let err = error_of(pipeline);
+        assert!(err.starts_with("test.toml: "), "{err}");
+        assert!(
+            err.contains(expected),
+            "{pipeline}\n  got: {err}\n  expected: {expected}"
+        );
+    }
+}
+
+#[test]
+fn other_wrong_settings_are_refused_with_the_field_named() {
+    for (pipeline, expected) in [
+        (
+            r#"base_url = "ftp://x.test/""#,
+            "pipelines.x.base_url: \"ftp://x.test/\" is not an http",
+        ),
+        (
+            r#"base_url = "not a url""#,
+            "pipelines.x.base_url: \"not a url\" is not a URL",
+        ),
+        (
+            r#"base_url = "http://x.test/?a=1""#,
+            "pipelines.x.base_url: \"http://x.test/?a=1\" has a query",
+        ),
+        (
+            r#"path = "users?offset=1""#,
+            "pipelines.x.path: \"users?offset=1\" has a query",
+        ),
+        (
+            r#"path = "http://x.test/users""#,
+            "pipelines.x.path: \"http://x.test/users\" is a full URL",
+        ),
+        (
+            r#"prefix = "events/""#,
+            "pipelines.x.prefix: \"events/\" overlaps \"events/\"",
+        ),
+        (
+            r#"prefix = "users""#,
+            "pipelines.x.prefix: \"users\" must end with '/'",
+        ),
+        (
+            r#"prefix = "../up/""#,
+            "pipelines.x.prefix: \"../up/\" is not a valid lake prefix",
+        ),
+        (
+            r#"records = "a..b""#,
+            "pipelines.x.records: \"a..b\" has an empty segment",
+        ),
+        (
+            r#"timeout = "0s""#,
+            "pipelines.x.timeout: must be more than 0s",
+        ),
+        (
+            r#"retry = { attempts = 0 }"#,
+            "pipelines.x.retry.attempts: must be 1 or more",
+        ),
+        (
+            r#"retry = { initial_backoff = "2s", max_backoff = "1s" }"#,
+            "pipelines.x.retry.max_backoff: 1s is below initial_backoff (2s)",
+        ),
+        (
+            r#"parts = { max_records = 0 }"#,
+            "pipelines.x.parts.max_records: must be 1 or more",
+        ),
+        (
+            r#"parts = { max_bytes = "1GiB" }"#,
+            "pipelines.x.parts.max_bytes: must be between",
+        ),
+        (
+            r#"stop = { max_pages = 0 }"#,
+            "pipelines.x.stop.max_pages: must be 1 or more",
+        ),
+        (
+            r#"query = { ids = [1, 2] }"#,
+            "pipelines.x.query.ids: a query value is a string",
+        ),
+        (
+            r#"headers = { "bad header" = "x" }"#,
+            "pipelines.x.headers.bad header: not a valid HTTP header name",
+        ),
+        (
+            r#"transform = { rename = { id = "_run_id" } }"#,
+            "pipelines.x.transform.rename.id: \"_run_id\" is run metadata",
+        ),
+        (
+            r#"transform = { rename = { a = "c", b = "c" } }"#,
+            "pipelines.x.transform.rename.b: another field is renamed to \"c\" too",
+        ),
+        (
+            r#"transform = { rename = { id = "key" }, drop = ["id"] }"#,
+            "pipelines.x.transform.drop: \"id\" is both dropped and renamed",
+        ),
+    ] {
+        let err = error_of(pipeline);
+        assert!(
+            err.contains(expected),
+            "{pipeline}\n  got: {err}\n  expected: {expected}"
+        );
+    }
+}
+
+#[test]
+fn file_level_mistakes_are_refused() {
+    for (text, expected) in [
+        ("", "missing field `pipelines`"),
+        ("[pipelines]\n", "pipelines: declare at least one pipeline"),
+        (
+            "[pipelines.Users]\n",
+            "pipelines.Users: \"Users\" is not a valid pipeline name",
+        ),
+        (
+            "[pipelines.a]\nprefix = \"lake/\"\n[pipelines.b]\nprefix = \"lake/b/\"\n",
+            "pipelines.b.prefix: \"lake/b/\" overlaps pipeline \"a\"'s prefix \"lake/\"",
+        ),
+        ("base_url = \"http://\"\n[pipelines.a]\n", "base_url: "),
+        (
+            "[defaults]\ntimeout = \"0s\"\n[pipelines.a]\n",
+            "defaults.timeout: must be more than 0s",
+        ),
+        (
+            "[defaults]\nretries = 3\n[pipelines.a]\n",
+            "unknown field `retries`",
+        ),
+    ] {
+        let err = Pipelines::from_toml(text, "test.toml")
+            .expect_err(text)
+            .to_string();
+        assert!(
+            err.contains(expected),
+            "{text}\n  got: {err}\n  expected: {expected}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_file_names_the_path() {
+    let err = Pipelines::load(Path::new("/nonexistent/pipelines.toml")).expect_err("missing");
+    assert!(
+        err.to_string().contains("/nonexistent/pipelines.toml"),
+        "{err}"
+    );
+}
