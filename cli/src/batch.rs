@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 use vesper::{
     Shutdown,
     config::{announce_listening, bind, defaults},
+    metrics::MetricsArgs,
 };
 use vesper_batch::{
     BarProgress, BatchArgs, LogProgress, PipelineArgs, RunObserver, RunReport, human_bytes,
@@ -63,6 +64,9 @@ struct ServeCommand {
 
     #[command(flatten)]
     args: BatchArgs,
+
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 impl BatchCommand {
@@ -120,6 +124,7 @@ impl ServeCommand {
         let shutdown = Shutdown::on_signals();
         let engine = Arc::new(self.args.engine()?);
         let listener = bind(self.grpc_addr).await?;
+        self.metrics.spawn(shutdown.signalled()).await?;
         tracing::info!(
             pipelines = %engine.pipelines().names().join(","),
             from = %engine.pipelines().origin(),

@@ -6,6 +6,7 @@ use clap::Args;
 use vesper::{
     Shutdown,
     config::{announce_listening, bind, defaults},
+    metrics::MetricsArgs,
 };
 use vesper_datasource::DataSourceArgs;
 
@@ -23,6 +24,9 @@ pub(crate) struct DataSourceCommand {
 
     #[command(flatten)]
     args: DataSourceArgs,
+
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 impl DataSourceCommand {
@@ -30,6 +34,7 @@ impl DataSourceCommand {
         let shutdown = Shutdown::on_signals();
         let config = self.args.config();
         let listener = bind(self.grpc_addr).await?;
+        self.metrics.spawn(shutdown.signalled()).await?;
         tracing::info!(
             seed = config.seed,
             fault_rate = config.faults.fault_rate,
