@@ -3,6 +3,7 @@
 //! together; the behaviour lives in the crates.
 
 mod gateway;
+mod ingest;
 mod storage;
 
 use std::process::ExitCode;
@@ -34,6 +35,8 @@ enum Command {
     Storage(storage::StorageCommand),
     /// Serve the HTTP front: the old REST API and the webhook, translated to gRPC.
     Gateway(gateway::GatewayCommand),
+    /// Take events in (vesper.v1.EventIngest): validate, drop signups and duplicates, log durably, batch to the lake.
+    Ingest(ingest::IngestCommand),
 }
 
 impl Command {
@@ -41,6 +44,7 @@ impl Command {
         match self {
             Self::Storage(_) => "vesper-storage",
             Self::Gateway(_) => "vesper-gateway",
+            Self::Ingest(_) => "vesper-ingest",
         }
     }
 
@@ -48,6 +52,7 @@ impl Command {
         match self {
             Self::Storage(command) => command.run().await,
             Self::Gateway(command) => command.run().await,
+            Self::Ingest(command) => command.run().await,
         }
     }
 }
