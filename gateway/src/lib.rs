@@ -8,6 +8,7 @@ mod config;
 mod error;
 mod health;
 mod peers;
+mod webhook;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -23,10 +24,12 @@ use tower_http::{
 };
 
 pub use config::{
-    DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_TIMEOUT, GatewayArgs, GatewayConfig, GatewayLimits,
+    DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SIGNATURE_TOLERANCE, GatewayArgs,
+    GatewayConfig, GatewayLimits, WEBHOOK_SECRET_ENV, WebhookSecret, WebhookSigning,
 };
 pub use error::GatewayError;
 pub use peers::Peers;
+pub use webhook::{SIGNATURE_HEADER, sign_webhook};
 
 /// The header that carries a request's id, set when the client sent none.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -65,6 +68,7 @@ pub fn router(config: GatewayConfig) -> Router {
     let state = AppState::new(config);
     let routes = Router::new()
         .route("/health", get(health::health))
+        .merge(webhook::routes())
         .with_state(state);
     with_middleware(routes, timeout)
 }
