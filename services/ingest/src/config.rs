@@ -35,7 +35,10 @@ pub struct IngestConfig {
     /// this long.
     pub max_batch_age: Duration,
     /// Above this many bytes of log, Ingest answers UNAVAILABLE until
-    /// flushes drain it.
+    /// flushes drain it. The bound is checked when a batch is offered; the
+    /// flush bookkeeping of batches already accepted (intents and
+    /// confirmations, a few percent of their size) may take the log a
+    /// little past it.
     pub max_wal_bytes: u64,
     /// A log segment is sealed at this size (and earlier when everything
     /// in it is in the lake). Capped at a quarter of `max_wal_bytes`.

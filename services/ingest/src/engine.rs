@@ -421,23 +421,6 @@ impl IngestEngine {
             let Some(jobs) = state.jobs.clone() else {
                 return Err(IngestError::ShuttingDown);
             };
-            let max_wal_bytes = self.shared.config.max_wal_bytes;
-            let estimated_bytes = events
-                .iter()
-                .map(|event| prost::Message::encoded_len(event) as u64 + 16)
-                .sum::<u64>()
-                + 64;
-            let occupied = state.wal_bytes + state.queued_bytes;
-            if occupied + estimated_bytes > max_wal_bytes {
-                state.counters.refused_batches += 1;
-                metrics::counter!("vesper_ingest_refused_batches_total", "reason" => "wal_full")
-                    .increment(1);
-                return Err(IngestError::WalFull {
-                    wal_bytes: occupied,
-                    max_wal_bytes,
-                    retry_after: state.retry_after,
-                });
-            }
             let mut accepted = Vec::with_capacity(events.len());
             let mut ids = Vec::with_capacity(events.len());
             let mut waits_for_pending = false;
@@ -462,6 +445,28 @@ impl IngestEngine {
                         waits_for_pending = true;
                     }
                 }
+            }
+            // The bound applies to what would be written: a resend of events
+            // already in the log is answered even when the log is full.
+            let estimated_bytes = accepted
+                .iter()
+                .map(|event| prost::Message::encoded_len(event) as u64 + 16)
+                .sum::<u64>()
+                + 64;
+            let occupied = state.wal_bytes + state.queued_bytes;
+            let max_wal_bytes = self.shared.config.max_wal_bytes;
+            if !accepted.is_empty() && occupied + estimated_bytes > max_wal_bytes {
+                for id in &ids {
+                    state.dedup.release(*id);
+                }
+                state.counters.refused_batches += 1;
+                metrics::counter!("vesper_ingest_refused_batches_total", "reason" => "wal_full")
+                    .increment(1);
+                return Err(IngestError::WalFull {
+                    wal_bytes: occupied,
+                    max_wal_bytes,
+                    retry_after: state.retry_after,
+                });
             }
             outcome.accepted = u32::try_from(accepted.len()).unwrap_or(u32::MAX);
             // Sent under the lock: the queue order is the order ids were
