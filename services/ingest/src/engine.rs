@@ -643,13 +643,10 @@ impl IngestEngine {
                 }
             }
             for waiter in waiters {
-                let reply = match &result {
+                let _ = waiter.send(match &result {
                     Ok(outcome) => Ok(outcome.clone()),
-                    Err(err) => Err(IngestError::Storage {
-                        message: err.to_string(),
-                    }),
-                };
-                let _ = waiter.send(reply);
+                    Err(err) => Err(err.duplicate()),
+                });
             }
         }
         for waiter in std::iter::from_fn(|| requests.try_recv().ok()) {

@@ -61,6 +61,32 @@ pub enum IngestError {
 }
 
 impl IngestError {
+    /// The same error for another waiter (the system errors inside are not
+    /// `Clone`; their text is kept).
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Self::WalFull {
+                wal_bytes,
+                max_wal_bytes,
+                retry_after,
+            } => Self::WalFull {
+                wal_bytes: *wal_bytes,
+                max_wal_bytes: *max_wal_bytes,
+                retry_after: *retry_after,
+            },
+            Self::WalWrite { message } => Self::WalWrite {
+                message: message.clone(),
+            },
+            Self::ShuttingDown => Self::ShuttingDown,
+            Self::Storage { message } => Self::Storage {
+                message: message.clone(),
+            },
+            Self::Io { .. } | Self::Serve { .. } | Self::EngineStopped => Self::Storage {
+                message: self.to_string(),
+            },
+        }
+    }
+
     /// How long a client should wait before retrying, when that is the
     /// remedy.
     pub fn retry_after(&self) -> Option<Duration> {
