@@ -33,7 +33,7 @@
 //! first.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashSet, VecDeque},
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
         mpsc::{self as std_mpsc, Receiver, Sender, TryRecvError},
@@ -1233,9 +1233,9 @@ fn recover(records: Vec<Record>, dedup: &mut DedupWindow) -> Recovered {
     }
     dedup.evict(unix_millis(SystemTime::now()));
     let mut recovered = Recovered::default();
-    let mut seen_keys: HashMap<String, ()> = HashMap::new();
+    let mut seen_keys: HashSet<String> = HashSet::new();
     for intent in intents {
-        if done.contains(&intent.key) || seen_keys.insert(intent.key.clone(), ()).is_some() {
+        if done.contains(&intent.key) || !seen_keys.insert(intent.key.clone()) {
             for seq in &intent.seqs {
                 events.remove(seq);
             }
