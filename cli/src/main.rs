@@ -7,6 +7,7 @@ mod batch;
 mod datasource;
 mod gateway;
 mod healthcheck;
+mod ingest;
 mod sample_data;
 mod storage;
 
@@ -49,6 +50,8 @@ enum Command {
     SampleData(sample_data::SampleDataCommand),
     /// Run batch pipelines: pull paged REST APIs into lake snapshots (run, list, serve).
     Batch(batch::BatchCommand),
+    /// Take events in (vesper.v1.EventIngest): validate, drop signups and duplicates, log durably, batch to the lake.
+    Ingest(ingest::IngestCommand),
 }
 
 impl Command {
@@ -61,6 +64,7 @@ impl Command {
             Self::Datasource(_) => "vesper-datasource",
             Self::SampleData(_) => "vesper-sample-data",
             Self::Batch(_) => "vesper-batch",
+            Self::Ingest(_) => "vesper-ingest",
         }
     }
 
@@ -73,6 +77,7 @@ impl Command {
             Self::Datasource(command) => command.run().await,
             Self::SampleData(command) => command.run().await,
             Self::Batch(command) => command.run().await,
+            Self::Ingest(command) => command.run().await,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The gateway's settings and their command-line form.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{fmt, net::SocketAddr, time::Duration};
 
 use vesper::config::{ByteSize, PeerAddr, defaults, parse_duration};
 
@@ -16,6 +16,8 @@ pub struct GatewayConfig {
     pub request_timeout: Duration,
     /// The largest webhook body accepted.
     pub body_limit: ByteSize,
+    /// When set, webhook calls must carry a valid signature.
+    pub webhook_signing: Option<WebhookSigning>,
 }
 
 impl GatewayConfig {
@@ -27,8 +29,49 @@ impl GatewayConfig {
             ingest: addr,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             body_limit: DEFAULT_BODY_LIMIT,
+            webhook_signing: None,
         }
     }
+}
+
+/// The environment variable that holds the webhook signing secret. It is
+/// read from the environment only, never from a flag, so that it does not
+/// show in `ps` or in shell history.
+pub const WEBHOOK_SECRET_ENV: &str = "VESPER_WEBHOOK_SECRET";
+
+/// Default tolerance between a signature's timestamp and the gateway's clock.
+pub const DEFAULT_SIGNATURE_TOLERANCE: Duration = Duration::from_secs(5 * 60);
+
+/// The shared secret of signed webhooks. Its `Debug` form is redacted.
+#[derive(Clone)]
+pub struct WebhookSecret(Vec<u8>);
+
+impl WebhookSecret {
+    /// A secret; `None` when empty (an empty key signs nothing).
+    pub fn new(secret: impl Into<Vec<u8>>) -> Option<Self> {
+        let secret = secret.into();
+        (!secret.is_empty()).then_some(Self(secret))
+    }
+
+    /// The key bytes.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WebhookSecret(<redacted>)")
+    }
+}
+
+/// How webhook signatures are checked (see the webhook module).
+#[derive(Debug, Clone)]
+pub struct WebhookSigning {
+    /// The HMAC-SHA256 key.
+    pub secret: WebhookSecret,
+    /// How far a signature's timestamp may be from now, either way.
+    pub tolerance: Duration,
 }
 
 /// Default end-to-end request timeout.
@@ -91,6 +134,31 @@ pub struct GatewayLimits {
         value_name = "SIZE"
     )]
     pub body_limit: ByteSize,
+
+    /// How far the timestamp of a webhook signature may be from the
+    /// gateway's clock (e.g. 5m). Signatures are required only when the
+    /// secret is set in the environment variable VESPER_WEBHOOK_SECRET
+    /// (never a flag, so it stays out of `ps`).
+    #[arg(
+        long,
+        env = "VESPER_WEBHOOK_SIGNATURE_TOLERANCE",
+        default_value = "5m",
+        value_parser = parse_duration,
+        value_name = "DURATION"
+    )]
+    pub webhook_signature_tolerance: Duration,
+}
+
+impl GatewayLimits {
+    /// Webhook signing as the environment asks: on when
+    /// `VESPER_WEBHOOK_SECRET` is set and not empty.
+    pub fn webhook_signing(&self) -> Option<WebhookSigning> {
+        let secret = std::env::var_os(WEBHOOK_SECRET_ENV)?;
+        Some(WebhookSigning {
+            secret: WebhookSecret::new(secret.into_encoded_bytes())?,
+            tolerance: self.webhook_signature_tolerance,
+        })
+    }
 }
 
 impl GatewayArgs {
@@ -101,6 +169,7 @@ impl GatewayArgs {
             ingest: self.ingest_addr.clone(),
             request_timeout: self.limits.request_timeout,
             body_limit: self.limits.body_limit,
+            webhook_signing: self.limits.webhook_signing(),
         }
     }
 }

@@ -10,6 +10,7 @@ mod health;
 mod observe;
 mod peers;
 mod rest;
+mod webhook;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -25,10 +26,12 @@ use tower_http::{
 };
 
 pub use config::{
-    DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_TIMEOUT, GatewayArgs, GatewayConfig, GatewayLimits,
+    DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SIGNATURE_TOLERANCE, GatewayArgs,
+    GatewayConfig, GatewayLimits, WEBHOOK_SECRET_ENV, WebhookSecret, WebhookSigning,
 };
 pub use error::GatewayError;
 pub use peers::Peers;
+pub use webhook::{SIGNATURE_HEADER, sign_webhook};
 
 /// The header that carries a request's id, set when the client sent none.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -70,6 +73,7 @@ pub fn router(config: GatewayConfig) -> Router {
     let routes = Router::new()
         .route("/health", get(health::health))
         .merge(rest::routes())
+        .merge(webhook::routes())
         .route_layer(axum::middleware::from_fn(observe::record_http_metrics))
         .with_state(state)
         .merge(vesper::metrics::router(vesper::metrics::install()));

@@ -1,0 +1,51 @@
+//! `vesper ingest`.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use vesper::{
+    Shutdown,
+    config::{announce_listening, bind},
+};
+use vesper_ingest::{IngestArgs, IngestEngine};
+use vesper_storage::RemoteStore;
+
+/// Serve EventIngest.
+#[derive(Debug, Args)]
+pub(crate) struct IngestCommand {
+    #[command(flatten)]
+    args: IngestArgs,
+}
+
+impl IngestCommand {
+    pub(crate) async fn run(self) -> anyhow::Result<()> {
+        let shutdown = Shutdown::on_signals();
+        let config = self.args.engine.config();
+        let store = Arc::new(RemoteStore::connect_lazy(
+            &self.args.storage_addr,
+            config.max_object_size,
+        ));
+        // Replay before the ready line: a client that waits for it finds the
+        // duplicate window and the batches as they were.
+        let engine = IngestEngine::start(config, store).await.with_context(|| {
+            format!(
+                "cannot open the write-ahead log {}",
+                self.args.engine.wal_dir.display()
+            )
+        })?;
+        let listener = bind(self.args.grpc_addr).await?;
+        tracing::info!(
+            storage = %self.args.storage_addr,
+            wal_dir = %self.args.engine.wal_dir.display(),
+            batch_size = self.args.engine.batch_size,
+            max_batch_age = ?self.args.engine.max_batch_age,
+            max_wal_bytes = %self.args.engine.max_wal_bytes,
+            "ingest ready"
+        );
+        announce_listening(Some(listener.local_addr()?), None);
+        vesper_ingest::serve_engine(listener, engine, shutdown.signalled()).await?;
+        tracing::info!("ingest stopped");
+        Ok(())
+    }
+}

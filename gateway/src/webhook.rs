@@ -1,0 +1,209 @@
+//! `POST /webhook/events`: the old webhook handler's contract, made
+//! durable. The body `{"events":[...]}` is read within the body limit,
+//! optionally checked against its signature, decoded and validated
+//! (`vesper::wire`), and handed to EventIngest; the 200 comes only after
+//! ingest has the events fsynced in its write-ahead log.
+//!
+//! | answer | when |
+//! | --- | --- |
+//! | 200 `{"status":"success","accepted","filtered","duplicates"}` | the events are durable (or were signups / duplicates) |
+//! | 400 `{"error":"Invalid payload","details":[...]}` | malformed JSON (with line and column) or any invalid event; nothing of the batch is stored |
+//! | 401 `{"error":...}` | signing is on and the signature is missing, malformed, wrong or stale |
+//! | 413 `{"error":...}` | the body is over the limit |
+//! | 415 `{"error":...}` | an explicit content type that is not JSON |
+//! | 503 `{"error":...}` + `Retry-After` | ingest is unreachable, its log is full while storage is down, or its disk is full |
+
+mod signature;
+
+use axum::{Json, Router, body::Body, extract::State, routing::post};
+use http::{HeaderMap, header::CONTENT_LENGTH, header::CONTENT_TYPE};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::{Value, json};
+use vesper::v1::IngestRequest;
+
+pub use signature::{SIGNATURE_HEADER, sign_webhook};
+
+use crate::{AppState, GatewayError};
+
+/// Where the webhook is served.
+pub(crate) const WEBHOOK_PATH: &str = "/webhook/events";
+
+/// Problems listed in one 400 at most; the rest are counted.
+const MAX_DETAILS: usize = 50;
+
+/// The webhook route.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new().route(WEBHOOK_PATH, post(receive))
+}
+
+#[tracing::instrument(skip_all, fields(bytes, events))]
+async fn receive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, GatewayError> {
+    if let Some(content_type) = unsupported_content_type(&headers) {
+        return Err(GatewayError::UnsupportedMediaType { content_type });
+    }
+    let raw = read_body(body, &headers, state.config().body_limit.bytes()).await?;
+    tracing::Span::current().record("bytes", raw.len());
+    if let Some(signing) = &state.config().webhook_signing {
+        signature::verify(signing, &headers, &raw, std::time::SystemTime::now())?;
+    }
+    let value: Value =
+        serde_json::from_slice(&raw).map_err(|err| invalid_payload([format!("body: {err}")]))?;
+    let events = vesper::wire::decode_webhook(&value)
+        .map_err(|errors| invalid_payload(errors.iter().map(ToString::to_string)))?;
+    tracing::Span::current().record("events", events.len());
+    if events.is_empty() {
+        return Ok(success(0, 0, 0));
+    }
+    let peers = state.peers();
+    let response = peers
+        .ingest()
+        .ingest(IngestRequest { events })
+        .await
+        .map_err(|status| GatewayError::from_peer("ingest", peers.ingest_addr(), status))?
+        .into_inner();
+    // Decoding validated already, but ingest is the authority.
+    if !response.errors.is_empty() {
+        return Err(invalid_payload(
+            response
+                .errors
+                .iter()
+                .map(|error| format!("{}: {}", error.field, error.reason)),
+        ));
+    }
+    Ok(success(
+        response.accepted,
+        response.filtered,
+        response.duplicates,
+    ))
+}
+
+fn success(accepted: u32, filtered: u32, duplicates: u32) -> Json<Value> {
+    Json(json!({
+        "status": "success",
+        "accepted": accepted,
+        "filtered": filtered,
+        "duplicates": duplicates,
+    }))
+}
+
+/// The old handler's 400, with every problem (up to [`MAX_DETAILS`]).
+fn invalid_payload(problems: impl IntoIterator<Item = String>) -> GatewayError {
+    let mut details: Vec<String> = Vec::new();
+    let mut more = 0_usize;
+    for problem in problems {
+        if details.len() < MAX_DETAILS {
+            details.push(problem);
+        } else {
+            more += 1;
+        }
+    }
+    if more > 0 {
+        details.push(format!("... and {more} more problems"));
+    }
+    GatewayError::BadRequest {
+        message: "Invalid payload".into(),
+        details,
+    }
+}
+
+/// The declared content type when it is not JSON. A missing content type
+/// is read as JSON (old clients send none); an explicit one must be
+/// `application/json` with any parameters, or any `+json` type.
+fn unsupported_content_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(CONTENT_TYPE)?;
+    let text = String::from_utf8_lossy(value.as_bytes());
+    (!is_json(&text)).then(|| text.into_owned())
+}
+
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind == "application" && (subtype == "json" || subtype.ends_with("+json"))
+}
+
+/// The whole body, or 413 as soon as it is known to be over `limit`.
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: u64,
+) -> Result<bytes::Bytes, GatewayError> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(GatewayError::PayloadTooLarge { limit });
+    }
+    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+    match Limited::new(body, limit_usize).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(GatewayError::PayloadTooLarge { limit })
+        }
+        Err(err) => Err(GatewayError::bad_request(format!(
+            "cannot read the request body: {err}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types_are_recognised() {
+        for json in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/vnd.vesper.events+json",
+            " application/json ;v=1",
+        ] {
+            assert!(is_json(json), "{json}");
+        }
+        for other in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "application/jsonp",
+            "multipart/form-data; boundary=x",
+            "json",
+            "",
+        ] {
+            assert!(!is_json(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_missing_content_type_is_json_and_an_explicit_other_is_refused() {
+        assert_eq!(unsupported_content_type(&HeaderMap::new()), None);
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, "text/csv".parse().expect("header"));
+        assert_eq!(
+            unsupported_content_type(&headers).as_deref(),
+            Some("text/csv")
+        );
+    }
+
+    #[test]
+    fn invalid_payloads_list_problems_up_to_a_cap() {
+        let GatewayError::BadRequest { message, details } =
+            invalid_payload((0..120).map(|n| format!("events[{n}].event_id: missing")))
+        else {
+            panic!("not a bad request");
+        };
+        assert_eq!(message, "Invalid payload");
+        assert_eq!(details.len(), MAX_DETAILS + 1);
+        assert_eq!(details[0], "events[0].event_id: missing");
+        assert_eq!(details[MAX_DETAILS], "... and 70 more problems");
+    }
+}

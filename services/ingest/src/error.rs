@@ -1,0 +1,128 @@
+//! The ingest error vocabulary and its place in the error-code table.
+
+use std::{io, path::PathBuf, time::Duration};
+
+use vesper::{ErrorCode, ServiceError, grpc::RETRY_AFTER_METADATA};
+
+/// Why an ingest operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The write-ahead log holds as much as it may (`--max-wal-bytes`)
+    /// because storage has not taken the older events yet; nothing of the
+    /// batch was stored.
+    #[error(
+        "the write-ahead log is full ({wal_bytes} of {max_wal_bytes} bytes) while storage catches up; retry later"
+    )]
+    WalFull {
+        /// Bytes in the log, plus bytes queued for it.
+        wal_bytes: u64,
+        /// The bound.
+        max_wal_bytes: u64,
+        /// A suggested wait before retrying.
+        retry_after: Duration,
+    },
+    /// Appending to the log failed (disk full, I/O error); the partial write
+    /// was cut away and nothing of the batch was stored.
+    #[error("cannot write the write-ahead log: {message}; retry later")]
+    WalWrite {
+        /// The system's words.
+        message: String,
+    },
+    /// The service is shutting down and takes no new events.
+    #[error("ingest is shutting down; retry against another instance or later")]
+    ShuttingDown,
+    /// Storage did not confirm a write; the events stay in the log and are
+    /// retried.
+    #[error("storage did not take the batch: {message}; the events stay in the write-ahead log")]
+    Storage {
+        /// What storage said.
+        message: String,
+    },
+    /// The write-ahead log directory cannot be opened or read at start.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done ("cannot create", ...).
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The system error.
+        #[source]
+        source: io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("{message}")]
+    Serve {
+        /// The server's words.
+        message: String,
+    },
+    /// A background task of the engine is gone (a bug, or the engine was shut down).
+    #[error("the ingest engine stopped")]
+    EngineStopped,
+}
+
+impl IngestError {
+    /// The same error for another waiter (the system errors inside are not
+    /// `Clone`; their text is kept).
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Self::WalFull {
+                wal_bytes,
+                max_wal_bytes,
+                retry_after,
+            } => Self::WalFull {
+                wal_bytes: *wal_bytes,
+                max_wal_bytes: *max_wal_bytes,
+                retry_after: *retry_after,
+            },
+            Self::WalWrite { message } => Self::WalWrite {
+                message: message.clone(),
+            },
+            Self::ShuttingDown => Self::ShuttingDown,
+            Self::Storage { message } => Self::Storage {
+                message: message.clone(),
+            },
+            Self::Io { .. } | Self::Serve { .. } | Self::EngineStopped => Self::Storage {
+                message: self.to_string(),
+            },
+        }
+    }
+
+    /// How long a client should wait before retrying, when that is the
+    /// remedy.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::WalFull { retry_after, .. } => Some(*retry_after),
+            Self::WalWrite { .. } | Self::ShuttingDown | Self::Storage { .. } => {
+                Some(Duration::from_secs(1))
+            }
+            Self::Io { .. } | Self::Serve { .. } | Self::EngineStopped => None,
+        }
+    }
+}
+
+impl ServiceError for IngestError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::WalFull { .. }
+            | Self::WalWrite { .. }
+            | Self::ShuttingDown
+            | Self::Storage { .. } => ErrorCode::Unavailable,
+            Self::Io { .. } | Self::Serve { .. } | Self::EngineStopped => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<IngestError> for tonic::Status {
+    fn from(err: IngestError) -> Self {
+        let mut status = vesper::error::to_status(&err);
+        if let Some(wait) = err.retry_after() {
+            // Whole seconds, rounded up, and never 0: "retry at once" would
+            // only feed the overload.
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            if let Ok(value) = seconds.max(1).to_string().parse() {
+                status.metadata_mut().insert(RETRY_AFTER_METADATA, value);
+            }
+        }
+        status
+    }
+}

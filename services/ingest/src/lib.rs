@@ -1,0 +1,29 @@
+//! EventIngest: takes events in, validates them, drops `signup` events and
+//! duplicates, logs them durably (write-ahead log, group commit), and writes
+//! them to the lake in batches per hour of event time.
+//!
+//! - [`IngestEngine`]: the engine (log, deduplication, batches, flusher),
+//!   with an async [`IngestEngine::shutdown`] that flushes and stops.
+//! - [`IngestService`]: the `vesper.v1.EventIngest` gRPC service over it.
+//! - [`serve`] / [`serve_engine`]: `vesper ingest` alone.
+//!
+//! The guarantees (what an OK means, what survives what) are in the
+//! [`engine`](crate::IngestEngine) docs and the README.
+
+mod config;
+mod dedup;
+mod engine;
+mod error;
+pub mod fs;
+pub mod lake;
+mod service;
+mod wal;
+
+pub use config::{
+    DEFAULT_BATCH_SIZE, DEFAULT_DEDUP_TTL, DEFAULT_DEDUP_WINDOW, DEFAULT_MAX_BATCH_AGE,
+    DEFAULT_MAX_WAL_BYTES, DEFAULT_RETRY_MAX, DEFAULT_SEGMENT_BYTES, IngestArgs, IngestConfig,
+    IngestEngineArgs,
+};
+pub use engine::{FlushOutcome, IngestEngine, IngestOutcome};
+pub use error::IngestError;
+pub use service::{IngestService, MAX_INGEST_MESSAGE, serve, serve_engine};

@@ -1,0 +1,94 @@
+//! Signed webhooks through the whole path: the right signature is
+//! accepted; a wrong, missing, malformed or stale one is a 401 and nothing
+//! is stored.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use serde_json::{Value, json};
+use vesper::v1::StatsRequest;
+use vesper_gateway::{SIGNATURE_HEADER, WebhookSecret, WebhookSigning, sign_webhook};
+
+const SECRET: &[u8] = b"correct horse battery staple";
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
+
+#[tokio::test]
+async fn only_correctly_signed_fresh_webhooks_are_accepted() {
+    let lake = tempfile::tempdir().expect("lake");
+    let wal = tempfile::tempdir().expect("wal");
+    let storage = StorageServer::start(lake.path(), "127.0.0.1:0".parse().expect("addr")).await;
+    let ingest = IngestServer::start(test_config(wal.path()), &storage.peer()).await;
+    let signing = WebhookSigning {
+        secret: WebhookSecret::new(SECRET).expect("secret"),
+        tolerance: Duration::from_secs(300),
+    };
+    let gateway = Gateway::start(&ingest.peer(), Some(signing)).await;
+    let http = http_client();
+    let body =
+        json!({"events": [upstream_event(&event_id(6, 1), "click", "2026-11-25T10:00:00Z")]})
+            .to_string();
+    let post = |signature: Option<String>| {
+        let mut request = http
+            .post(gateway.webhook_url())
+            .header("content-type", "application/json")
+            .body(body.clone());
+        if let Some(signature) = signature {
+            request = request.header(SIGNATURE_HEADER, signature);
+        }
+        async move {
+            let response = request.send().await.expect("answer");
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.expect("json");
+            (
+                status,
+                body["error"].as_str().unwrap_or_default().to_owned(),
+            )
+        }
+    };
+
+    let refusals = [
+        (None, "missing"),
+        (Some("t=abc,v1=00".to_owned()), "malformed"),
+        (
+            Some(sign_webhook(b"another secret", now(), body.as_bytes())),
+            "wrong",
+        ),
+        (
+            Some(sign_webhook(SECRET, now(), b"{\"events\":[]}")),
+            "wrong",
+        ),
+        (
+            Some(sign_webhook(SECRET, now() - 301, body.as_bytes())),
+            "stale",
+        ),
+        (
+            Some(sign_webhook(SECRET, now() + 301, body.as_bytes())),
+            "stale",
+        ),
+    ];
+    for (signature, why) in refusals {
+        let (status, error) = post(signature.clone()).await;
+        assert_eq!(status, 401, "{signature:?}");
+        assert!(error.starts_with(why), "{signature:?}: {error}");
+    }
+    let stats = ingest
+        .client()
+        .stats(StatsRequest {})
+        .await
+        .expect("stats")
+        .into_inner();
+    assert_eq!(stats.accepted, 0, "nothing of a refused call is stored");
+
+    let (status, error) = post(Some(sign_webhook(SECRET, now(), body.as_bytes()))).await;
+    assert_eq!((status, error.as_str()), (200, ""));
+    ingest.stop().await;
+    storage.stop().await;
+}
