@@ -7,6 +7,7 @@ use clap::Args;
 use vesper::{
     Shutdown,
     config::{announce_listening, bind},
+    metrics::MetricsArgs,
 };
 use vesper_ingest::{IngestArgs, IngestEngine};
 use vesper_storage::RemoteStore;
@@ -16,6 +17,9 @@ use vesper_storage::RemoteStore;
 pub(crate) struct IngestCommand {
     #[command(flatten)]
     args: IngestArgs,
+
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 impl IngestCommand {
@@ -35,6 +39,7 @@ impl IngestCommand {
             )
         })?;
         let listener = bind(self.args.grpc_addr).await?;
+        self.metrics.spawn(shutdown.signalled()).await?;
         tracing::info!(
             storage = %self.args.storage_addr,
             wal_dir = %self.args.engine.wal_dir.display(),
