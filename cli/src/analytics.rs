@@ -66,6 +66,18 @@ pub(crate) struct AnalyticsFailed {
 }
 
 impl AnalyticsCommand {
+    /// Options for `lake`, everything else default (what `vesper demo` runs).
+    pub(crate) fn for_lake(lake: Lake) -> Self {
+        Self {
+            lake,
+            target: None,
+            results: None,
+            select: Vec::new(),
+            dbt_dir: None,
+            python: PathBuf::from("python3"),
+        }
+    }
+
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         let dbt_dir = self.project_dir()?;
         let driver = dbt_dir.join("analytics.py");

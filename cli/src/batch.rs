@@ -129,7 +129,7 @@ impl ServeCommand {
             pipelines = %engine.pipelines().names().join(","),
             from = %engine.pipelines().origin(),
             storage = %self.args.storage_addr,
-            concurrency = self.args.concurrency,
+            concurrency = self.args.engine.concurrency,
             "batch ready"
         );
         announce_listening(Some(listener.local_addr()?), None);

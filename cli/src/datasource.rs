@@ -8,7 +8,7 @@ use vesper::{
     config::{announce_listening, bind, defaults},
     metrics::MetricsArgs,
 };
-use vesper_datasource::DataSourceArgs;
+use vesper_datasource::{DataSourceArgs, WebhookArgs};
 
 /// Serve the mock upstream over gRPC.
 #[derive(Debug, Args)]
@@ -26,13 +26,16 @@ pub(crate) struct DataSourceCommand {
     args: DataSourceArgs,
 
     #[command(flatten)]
+    webhook: WebhookArgs,
+
+    #[command(flatten)]
     metrics: MetricsArgs,
 }
 
 impl DataSourceCommand {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         let shutdown = Shutdown::on_signals();
-        let config = self.args.config();
+        let config = self.args.config(self.webhook.webhook_url.clone());
         let listener = bind(self.grpc_addr).await?;
         self.metrics.spawn(shutdown.signalled()).await?;
         tracing::info!(

@@ -5,11 +5,14 @@
 mod analytics;
 mod batch;
 mod datasource;
+mod demo;
 mod gateway;
 mod healthcheck;
 mod ingest;
+mod platform;
 mod sample_data;
 mod storage;
+mod up;
 
 use std::process::ExitCode;
 
@@ -36,48 +39,60 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole platform in one process (every gRPC service on one port,
+    /// the gateway on HTTP) until Ctrl-C.
+    Up(up::UpCommand),
+    /// Run the platform for a while, then build the analytics and show the
+    /// top-5 table and a summary.
+    Demo(demo::DemoCommand),
     /// Serve the lake over gRPC (vesper.v1.Storage) on a directory or an S3 bucket.
     Storage(storage::StorageCommand),
+    /// Serve the mock upstream over gRPC (vesper.v1.DataSource) and push events to a webhook.
+    Datasource(datasource::DataSourceCommand),
+    /// Take events in (vesper.v1.EventIngest): validate, drop signups and
+    /// duplicates, log durably, batch to the lake.
+    Ingest(ingest::IngestCommand),
     /// Serve the HTTP front: the old REST API and the webhook, translated to gRPC.
     Gateway(gateway::GatewayCommand),
+    /// Run batch pipelines: pull paged REST APIs into lake snapshots (run, list, serve).
+    Batch(batch::BatchCommand),
+    /// Write the analytics' sample CSVs (data/users.csv, sessions.csv, content.csv) into a lake.
+    SampleData(sample_data::SampleDataCommand),
     /// Build the analytics (dbt + DuckDB) over a lake and print the top-5 table.
     Analytics(analytics::AnalyticsCommand),
     /// Probe a vesper server (gRPC health or HTTP); for container health checks.
     Healthcheck(healthcheck::HealthcheckCommand),
-    /// Serve the mock upstream over gRPC (vesper.v1.DataSource) and push events to a webhook.
-    Datasource(datasource::DataSourceCommand),
-    /// Write the analytics' sample CSVs (data/users.csv, sessions.csv, content.csv) into a lake.
-    SampleData(sample_data::SampleDataCommand),
-    /// Run batch pipelines: pull paged REST APIs into lake snapshots (run, list, serve).
-    Batch(batch::BatchCommand),
-    /// Take events in (vesper.v1.EventIngest): validate, drop signups and duplicates, log durably, batch to the lake.
-    Ingest(ingest::IngestCommand),
 }
 
 impl Command {
+    /// The OpenTelemetry `service.name`. The one-process platform is one
+    /// process, hence one name; its spans still name each hop.
     fn service_name(&self) -> &'static str {
         match self {
+            Self::Up(_) | Self::Demo(_) => "vesper",
             Self::Storage(_) => "vesper-storage",
+            Self::Datasource(_) => "vesper-datasource",
+            Self::Ingest(_) => "vesper-ingest",
             Self::Gateway(_) => "vesper-gateway",
+            Self::Batch(_) => "vesper-batch",
+            Self::SampleData(_) => "vesper-sample-data",
             Self::Analytics(_) => "vesper-analytics",
             Self::Healthcheck(_) => "vesper-healthcheck",
-            Self::Datasource(_) => "vesper-datasource",
-            Self::SampleData(_) => "vesper-sample-data",
-            Self::Batch(_) => "vesper-batch",
-            Self::Ingest(_) => "vesper-ingest",
         }
     }
 
     async fn run(self) -> anyhow::Result<()> {
         match self {
+            Self::Up(command) => command.run().await,
+            Self::Demo(command) => command.run().await,
             Self::Storage(command) => command.run().await,
+            Self::Datasource(command) => command.run().await,
+            Self::Ingest(command) => command.run().await,
             Self::Gateway(command) => command.run().await,
+            Self::Batch(command) => command.run().await,
+            Self::SampleData(command) => command.run().await,
             Self::Analytics(command) => command.run().await,
             Self::Healthcheck(command) => command.run().await,
-            Self::Datasource(command) => command.run().await,
-            Self::SampleData(command) => command.run().await,
-            Self::Batch(command) => command.run().await,
-            Self::Ingest(command) => command.run().await,
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::{num::NonZeroUsize, path::PathBuf, sync::Arc};
 
 use vesper::config::{PeerAddr, defaults};
-use vesper_storage::{DEFAULT_MAX_OBJECT_SIZE, RemoteStore};
+use vesper_storage::{DEFAULT_MAX_OBJECT_SIZE, ObjectStore, RemoteStore};
 
 use crate::{BatchEngine, BatchError, DEFAULT_CONCURRENCY, Pipelines};
 
@@ -36,20 +36,12 @@ impl PipelineArgs {
     }
 }
 
-/// Options of the commands that run pipelines.
+/// How an engine runs pipelines, wherever it writes: shared by `vesper
+/// batch run|serve` and `vesper up`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct BatchArgs {
+pub struct EngineArgs {
     #[command(flatten)]
     pub pipelines: PipelineArgs,
-
-    /// The Storage gRPC service that snapshots are written through.
-    #[arg(
-        long,
-        env = "VESPER_STORAGE_ADDR",
-        default_value = defaults::STORAGE_GRPC_ADDR,
-        value_name = "HOST:PORT"
-    )]
-    pub storage_addr: PeerAddr,
 
     /// Pages fetched at once when a run knows its total after the first
     /// page (offset paging with a total field); 1 fetches one page after
@@ -63,12 +55,34 @@ pub struct BatchArgs {
     pub concurrency: NonZeroUsize,
 }
 
+impl EngineArgs {
+    /// An engine over the declared pipelines, writing to `store`.
+    pub fn engine(&self, store: Arc<dyn ObjectStore>) -> Result<BatchEngine, BatchError> {
+        Ok(BatchEngine::new(self.pipelines.load()?, store)?.with_concurrency(self.concurrency))
+    }
+}
+
+/// Options of the commands that run pipelines.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BatchArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+
+    /// The Storage gRPC service that snapshots are written through.
+    #[arg(
+        long,
+        env = "VESPER_STORAGE_ADDR",
+        default_value = defaults::STORAGE_GRPC_ADDR,
+        value_name = "HOST:PORT"
+    )]
+    pub storage_addr: PeerAddr,
+}
+
 impl BatchArgs {
     /// An engine over the declared pipelines, writing through the Storage
     /// service (connected lazily: the engine starts while Storage is down).
     pub fn engine(&self) -> Result<BatchEngine, BatchError> {
         let store = RemoteStore::connect_lazy(&self.storage_addr, DEFAULT_MAX_OBJECT_SIZE.bytes());
-        Ok(BatchEngine::new(self.pipelines.load()?, Arc::new(store))?
-            .with_concurrency(self.concurrency))
+        self.engine.engine(Arc::new(store))
     }
 }

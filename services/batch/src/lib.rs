@@ -23,7 +23,7 @@ mod snapshot;
 mod spec;
 mod transform;
 
-pub use args::{BatchArgs, PipelineArgs};
+pub use args::{BatchArgs, EngineArgs, PipelineArgs};
 pub use engine::{BatchEngine, DEFAULT_CONCURRENCY};
 pub use error::BatchError;
 pub use fetch::USER_AGENT;

@@ -137,16 +137,6 @@ pub struct DataSourceArgs {
     #[arg(long, env = "VESPER_NO_FAULTS")]
     pub no_faults: bool,
 
-    /// Where the event generator POSTs {"events":[...]}.
-    #[arg(
-        long,
-        env = "WEBHOOK_URL",
-        default_value = DEFAULT_WEBHOOK_URL,
-        value_parser = parse_webhook_url,
-        value_name = "URL"
-    )]
-    pub webhook_url: Url,
-
     /// Distinct events per push, MIN-MAX (about 3% more are duplicates).
     #[arg(
         long,
@@ -182,9 +172,24 @@ pub struct DataSourceArgs {
     pub no_generator: bool,
 }
 
+/// Where the generator pushes: its own option, because `vesper up` points
+/// it at its own gateway instead.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebhookArgs {
+    /// Where the event generator POSTs {"events":[...]}.
+    #[arg(
+        long,
+        env = "WEBHOOK_URL",
+        default_value = DEFAULT_WEBHOOK_URL,
+        value_parser = parse_webhook_url,
+        value_name = "URL"
+    )]
+    pub webhook_url: Url,
+}
+
 impl DataSourceArgs {
-    /// The configuration these options describe.
-    pub fn config(&self) -> DataSourceConfig {
+    /// The configuration these options describe, pushing to `webhook_url`.
+    pub fn config(&self, webhook_url: Url) -> DataSourceConfig {
         DataSourceConfig {
             seed: self.seed,
             faults: if self.no_faults {
@@ -197,7 +202,7 @@ impl DataSourceArgs {
                 }
             },
             generator: GeneratorConfig {
-                webhook_url: self.webhook_url.clone(),
+                webhook_url,
                 batch: self.generator_batch,
                 interval: self.generator_interval,
                 delay: self.generator_delay,
@@ -245,11 +250,13 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         args: DataSourceArgs,
+        #[command(flatten)]
+        webhook: WebhookArgs,
     }
 
     fn parse(args: &[&str]) -> Result<DataSourceConfig, clap::Error> {
         Cli::try_parse_from(std::iter::once("datasource").chain(args.iter().copied()))
-            .map(|cli| cli.args.config())
+            .map(|cli| cli.args.config(cli.webhook.webhook_url))
     }
 
     #[test]

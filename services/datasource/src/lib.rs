@@ -26,6 +26,7 @@ mod service;
 
 pub use config::{
     DEFAULT_WEBHOOK_URL, DataSourceArgs, DataSourceConfig, FaultPolicy, GeneratorConfig,
+    WebhookArgs,
 };
 pub use data::{DEFAULT_SEED, DataSet, MAX_PAGE, TOTAL_CONTENT, TOTAL_USERS};
 pub use error::DataSourceError;
