@@ -81,19 +81,24 @@ impl Workdir {
         found
     }
 
-    /// Every event id in the webhook objects, with repeats.
-    fn event_ids(&self) -> Vec<String> {
+    /// Every record of the webhook objects.
+    fn events(&self) -> Vec<Value> {
         self.files("events")
             .iter()
             .flat_map(|file| {
                 let text = std::fs::read_to_string(self.lake().join(file)).expect("event object");
                 text.lines()
-                    .map(|line| {
-                        let record: Value = serde_json::from_str(line).expect("an NDJSON record");
-                        record["event_id"].as_str().expect("event_id").to_owned()
-                    })
-                    .collect::<Vec<_>>()
+                    .map(|line| serde_json::from_str(line).expect("an NDJSON record"))
+                    .collect::<Vec<Value>>()
             })
+            .collect()
+    }
+
+    /// Every event id in the webhook objects, with repeats.
+    fn event_ids(&self) -> Vec<String> {
+        self.events()
+            .iter()
+            .map(|record| record["event_id"].as_str().expect("event_id").to_owned())
             .collect()
     }
 }
@@ -149,6 +154,12 @@ fn up_fills_the_lake_stops_cleanly_and_resumes_without_duplicates() {
     let before = work.event_ids();
     let unique: HashSet<_> = before.iter().collect();
     assert_eq!(unique.len(), before.len(), "no event twice in the lake");
+    assert!(
+        work.events()
+            .iter()
+            .all(|record| record["event_type"] != "signup"),
+        "no signup reaches the lake"
+    );
     assert!(
         work.files("events")
             .iter()
