@@ -128,7 +128,7 @@ impl ServeCommand {
         tracing::info!(
             pipelines = %engine.pipelines().names().join(","),
             from = %engine.pipelines().origin(),
-            storage = %self.args.storage_addr,
+            storage = %self.args.storage.storage_addr,
             concurrency = self.args.engine.concurrency,
             "batch ready"
         );

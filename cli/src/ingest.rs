@@ -10,7 +10,6 @@ use vesper::{
     metrics::MetricsArgs,
 };
 use vesper_ingest::{IngestArgs, IngestEngine};
-use vesper_storage::RemoteStore;
 
 /// Serve EventIngest.
 #[derive(Debug, Args)]
@@ -26,10 +25,7 @@ impl IngestCommand {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         let shutdown = Shutdown::on_signals();
         let config = self.args.engine.config();
-        let store = Arc::new(RemoteStore::connect_lazy(
-            &self.args.storage_addr,
-            config.max_object_size,
-        ));
+        let store = Arc::new(self.args.storage.connect_lazy(config.max_object_size));
         // Replay before the ready line: a client that waits for it finds the
         // duplicate window and the batches as they were.
         let engine = IngestEngine::start(config, store).await.with_context(|| {
@@ -41,7 +37,7 @@ impl IngestCommand {
         let listener = bind(self.args.grpc_addr).await?;
         self.metrics.spawn(shutdown.signalled()).await?;
         tracing::info!(
-            storage = %self.args.storage_addr,
+            storage = %self.args.storage.storage_addr,
             wal_dir = %self.args.engine.wal_dir.display(),
             batch_size = self.args.engine.batch_size,
             max_batch_age = ?self.args.engine.max_batch_age,

@@ -2,8 +2,7 @@
 
 use std::{num::NonZeroUsize, path::PathBuf, sync::Arc};
 
-use vesper::config::{PeerAddr, defaults};
-use vesper_storage::{DEFAULT_MAX_OBJECT_SIZE, ObjectStore, RemoteStore};
+use vesper_storage::{DEFAULT_MAX_OBJECT_SIZE, ObjectStore, StoragePeerArgs};
 
 use crate::{BatchEngine, BatchError, DEFAULT_CONCURRENCY, Pipelines};
 
@@ -68,21 +67,15 @@ pub struct BatchArgs {
     #[command(flatten)]
     pub engine: EngineArgs,
 
-    /// The Storage gRPC service that snapshots are written through.
-    #[arg(
-        long,
-        env = "VESPER_STORAGE_ADDR",
-        default_value = defaults::STORAGE_GRPC_ADDR,
-        value_name = "HOST:PORT"
-    )]
-    pub storage_addr: PeerAddr,
+    #[command(flatten)]
+    pub storage: StoragePeerArgs,
 }
 
 impl BatchArgs {
     /// An engine over the declared pipelines, writing through the Storage
     /// service (connected lazily: the engine starts while Storage is down).
     pub fn engine(&self) -> Result<BatchEngine, BatchError> {
-        let store = RemoteStore::connect_lazy(&self.storage_addr, DEFAULT_MAX_OBJECT_SIZE.bytes());
+        let store = self.storage.connect_lazy(DEFAULT_MAX_OBJECT_SIZE.bytes());
         self.engine.engine(Arc::new(store))
     }
 }

@@ -2,7 +2,8 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use vesper::config::{ByteSize, PeerAddr, defaults, parse_duration};
+use vesper::config::{ByteSize, defaults, parse_duration};
+use vesper_storage::StoragePeerArgs;
 
 use crate::fs::{StdFs, WalFs};
 
@@ -98,14 +99,8 @@ pub struct IngestArgs {
     )]
     pub grpc_addr: SocketAddr,
 
-    /// The Storage gRPC service the batches are written through.
-    #[arg(
-        long,
-        env = "VESPER_STORAGE_ADDR",
-        default_value = defaults::STORAGE_GRPC_ADDR,
-        value_name = "HOST:PORT"
-    )]
-    pub storage_addr: PeerAddr,
+    #[command(flatten)]
+    pub storage: StoragePeerArgs,
 
     #[command(flatten)]
     pub engine: IngestEngineArgs,

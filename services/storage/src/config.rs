@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use vesper::config::{ByteSize, Lake, defaults};
+use vesper::config::{ByteSize, Lake, PeerAddr, defaults};
 
-use crate::{FsStore, ObjectStore, S3Store, StorageError};
+use crate::{FsStore, ObjectStore, RemoteStore, S3Store, StorageError};
 
 /// The default object size limit.
 pub const DEFAULT_MAX_OBJECT_SIZE: ByteSize = ByteSize::mib(64);
@@ -43,6 +43,29 @@ impl LakeArgs {
     /// Opens the lake these options name.
     pub async fn open(&self) -> Result<Arc<dyn ObjectStore>, StorageError> {
         open_lake(&self.lake, self.max_object_size.bytes(), self.create_bucket).await
+    }
+}
+
+/// Where the Storage service is, for the services that write the lake
+/// through it (ingest, batch).
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoragePeerArgs {
+    /// The Storage gRPC service the lake is written through.
+    #[arg(
+        long,
+        env = "VESPER_STORAGE_ADDR",
+        default_value = defaults::STORAGE_GRPC_ADDR,
+        value_name = "HOST:PORT"
+    )]
+    pub storage_addr: PeerAddr,
+}
+
+impl StoragePeerArgs {
+    /// The Storage service as a store, connected on first use (so the
+    /// caller starts while Storage is down) and carrying objects up to
+    /// `max_object_size` bytes.
+    pub fn connect_lazy(&self, max_object_size: u64) -> RemoteStore {
+        RemoteStore::connect_lazy(&self.storage_addr, max_object_size)
     }
 }
 

@@ -15,7 +15,7 @@ mod s3;
 mod service;
 mod store;
 
-pub use config::{DEFAULT_MAX_OBJECT_SIZE, LakeArgs, open_lake};
+pub use config::{DEFAULT_MAX_OBJECT_SIZE, LakeArgs, StoragePeerArgs, open_lake};
 pub use error::StorageError;
 pub use fs::FsStore;
 pub use key::{MAX_KEY_BYTES, ObjectKey, RESERVED_SEGMENT, validate_prefix};
