@@ -9,6 +9,7 @@
 #![allow(clippy::print_stdout)]
 
 mod grpcurl;
+mod memory;
 mod otlp;
 mod process;
 mod s3;
@@ -16,6 +17,7 @@ mod tools;
 mod upstream;
 
 pub use grpcurl::{Grpcurl, GrpcurlError};
+pub use memory::{peak_rss_bytes, peak_rss_line, rss_bytes};
 pub use otlp::{OtlpCollector, ReceivedSpan};
 pub use process::{VesperProcess, vesper_bin};
 pub use s3::{ACCESS_KEY_ID, REGION, S3Server, SECRET_ACCESS_KEY, unique_bucket};

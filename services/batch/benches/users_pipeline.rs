@@ -79,6 +79,8 @@ fn users_pipeline(c: &mut Criterion) {
         }
         group.finish();
     }
+    // The upstream replica, the engine and Storage share this process.
+    eprintln!("users_pipeline: {}", vesper_tests::peak_rss_line());
     shutdown.trigger();
 }
 

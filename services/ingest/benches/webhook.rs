@@ -151,6 +151,8 @@ async fn run() {
         "accepted {} events; {} written to the lake in {} objects so far",
         stats.accepted, stats.flushed_events, stats.flushed_objects
     );
+    // Gateway, ingest, storage and the load generator share this process.
+    println!("{}", vesper_tests::peak_rss_line());
     stop.trigger();
     let _ = ingest_task.await;
 }

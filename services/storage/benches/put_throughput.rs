@@ -73,6 +73,8 @@ fn put_throughput(c: &mut Criterion) {
         });
     }
     group.finish();
+    // Server and client share this process: the figure covers both.
+    eprintln!("put_object_grpc_fs: {}", vesper_tests::peak_rss_line());
     shutdown.trigger();
 }
 
