@@ -1,5 +1,7 @@
 //! `vesper healthcheck`: a probe for container health checks, so images
-//! need neither grpcurl nor curl.
+//! need neither grpcurl nor curl. Probes come every few seconds, so they
+//! are never traced: the probe runs in a trace marked not sampled, and
+//! says so to the server (`traceparent` with the sampled flag off).
 
 use std::time::Duration;
 
@@ -8,6 +10,7 @@ use clap::Args;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
+use tracing::Instrument;
 use vesper::config::PeerAddr;
 
 /// Probe a vesper server: exit 0 when it is serving, 1 otherwise.
@@ -33,6 +36,9 @@ pub(crate) struct HealthcheckCommand {
 
 impl HealthcheckCommand {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
+        let traceparent = vesper::telemetry::unsampled_traceparent();
+        let span = tracing::info_span!("healthcheck");
+        vesper::telemetry::set_parent_from_traceparent(&span, &traceparent);
         let probe = async {
             if let Some(peer) = &self.grpc {
                 let mut client = HealthClient::new(vesper::grpc::connect_lazy(peer));
@@ -55,7 +61,10 @@ impl HealthcheckCommand {
                 );
             }
             if let Some(url) = &self.http {
-                let response = reqwest::get(url)
+                let response = reqwest::Client::new()
+                    .get(url)
+                    .header("traceparent", &traceparent)
+                    .send()
                     .await
                     .with_context(|| format!("{url} did not answer"))?;
                 anyhow::ensure!(
@@ -66,7 +75,7 @@ impl HealthcheckCommand {
             }
             Ok(())
         };
-        tokio::time::timeout(self.timeout, probe)
+        tokio::time::timeout(self.timeout, probe.instrument(span))
             .await
             .with_context(|| format!("no answer within {:?}", self.timeout))?
     }
