@@ -11,6 +11,7 @@
 mod grpcurl;
 mod otlp;
 mod process;
+mod prometheus;
 mod s3;
 mod tools;
 mod upstream;
@@ -18,6 +19,7 @@ mod upstream;
 pub use grpcurl::{Grpcurl, GrpcurlError};
 pub use otlp::{OtlpCollector, ReceivedSpan};
 pub use process::{VesperProcess, vesper_bin};
+pub use prometheus::{Sample, Scrape};
 pub use s3::{ACCESS_KEY_ID, REGION, S3Server, SECRET_ACCESS_KEY, unique_bucket};
 pub use tools::{tool, workspace_root};
 pub use upstream::{CONTENT_ITEMS, EventFaults, ReplicaOptions, USERS, UpstreamReplica};
