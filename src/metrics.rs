@@ -4,17 +4,14 @@
 //! the `metrics` crate's macros and never know where the numbers go; before
 //! [`install`] is called those macros cost next to nothing.
 //!
-//! Shared series recorded here: `vesper_grpc_requests_total{rpc,code}` and
-//! `vesper_grpc_request_duration_seconds{rpc}` for every gRPC server (see
-//! [`GrpcMetricsLayer`]); HTTP series are recorded by the gateway.
+//! Names follow `vesper_<component>_<thing>_<unit>`: the component is a
+//! service (`storage`, `ingest`, `batch`, `datasource`) or a layer every
+//! service shares (`grpc`, recorded by [`crate::grpc`] for every server;
+//! `http`, recorded by the gateway); counters end in `_total`, durations
+//! are histograms in `_seconds`, sizes are in `_bytes`. The README lists
+//! every series.
 
-use std::{
-    future::Future,
-    pin::Pin,
-    sync::OnceLock,
-    task::{Context, Poll},
-    time::Instant,
-};
+use std::{future::Future, sync::OnceLock};
 
 use axum::{Router, routing::get};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -84,88 +81,6 @@ pub async fn serve(
     axum::serve(listener, router(handle))
         .with_graceful_shutdown(shutdown)
         .await
-}
-
-/// A tower layer for gRPC servers that counts calls by rpc and status code
-/// and times them.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct GrpcMetricsLayer;
-
-impl<S> tower::Layer<S> for GrpcMetricsLayer {
-    type Service = GrpcMetrics<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        GrpcMetrics { inner }
-    }
-}
-
-/// The service [`GrpcMetricsLayer`] wraps around a gRPC server.
-#[derive(Debug, Clone)]
-pub struct GrpcMetrics<S> {
-    inner: S,
-}
-
-impl<S, B, R> tower::Service<http::Request<B>> for GrpcMetrics<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let rpc = request.uri().path().trim_start_matches('/').to_owned();
-        let started = Instant::now();
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await;
-            // Errors travel in the headers of trailers-only responses; a
-            // response without grpc-status there is a success whose status
-            // comes in the trailers (tonic only sends OK that way).
-            let code = match &response {
-                Ok(response) => response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|code| code.to_str().ok())
-                    .and_then(|code| code.parse::<i32>().ok())
-                    .map_or("Ok", |code| code_name(tonic::Code::from_i32(code))),
-                Err(_) => "Unavailable",
-            };
-            metrics::counter!("vesper_grpc_requests_total", "rpc" => rpc.clone(), "code" => code)
-                .increment(1);
-            metrics::histogram!("vesper_grpc_request_duration_seconds", "rpc" => rpc)
-                .record(started.elapsed().as_secs_f64());
-            response
-        })
-    }
-}
-
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code;
-    match code {
-        Code::Ok => "Ok",
-        Code::Cancelled => "Cancelled",
-        Code::Unknown => "Unknown",
-        Code::InvalidArgument => "InvalidArgument",
-        Code::DeadlineExceeded => "DeadlineExceeded",
-        Code::NotFound => "NotFound",
-        Code::AlreadyExists => "AlreadyExists",
-        Code::PermissionDenied => "PermissionDenied",
-        Code::ResourceExhausted => "ResourceExhausted",
-        Code::FailedPrecondition => "FailedPrecondition",
-        Code::Aborted => "Aborted",
-        Code::OutOfRange => "OutOfRange",
-        Code::Unimplemented => "Unimplemented",
-        Code::Internal => "Internal",
-        Code::Unavailable => "Unavailable",
-        Code::DataLoss => "DataLoss",
-        Code::Unauthenticated => "Unauthenticated",
-    }
 }
 
 /// The `--metrics-addr` option of services that serve no HTTP of their own.

@@ -1,27 +1,39 @@
 //! Telemetry, set up in one place for every service: `tracing` to stderr
 //! (level from `RUST_LOG`, default `info`), and OpenTelemetry traces over
-//! OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. The standard `OTEL_*`
+//! OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set. The standard `OTEL_*`
 //! variables apply (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
-//! `OTEL_TRACES_EXPORTER=none`, `OTEL_SDK_DISABLED`, the exporter's own
-//! timeout and header variables). Without an endpoint no exporter is built
-//! and spans cost what plain `tracing` spans cost.
+//! `OTEL_TRACES_SAMPLER`, `OTEL_BSP_*`, `OTEL_TRACES_EXPORTER=none`,
+//! `OTEL_SDK_DISABLED`, the exporter's timeout, header and compression
+//! variables). Without an endpoint no exporter, processor or thread is
+//! built, and spans cost what plain `tracing` spans cost.
+//!
+//! `RUST_LOG` filters only what is printed: spans and events at INFO and
+//! above are exported whatever it says, so quieting the logs never breaks a
+//! trace (a disabled span would also stop the trace context from being
+//! passed on).
 //!
 //! W3C trace context crosses every hop: [`set_parent_from_headers`] on the
-//! way in (HTTP requests, gRPC calls), [`inject_headers`] and
-//! [`crate::grpc::TraceContextInterceptor`] on the way out, and
-//! [`current_trace_context`] / [`add_link`] where batching breaks the
-//! parent chain.
+//! way in (HTTP requests, gRPC calls), [`inject_context`] on the way out
+//! (the gRPC client in [`crate::grpc`], [`http_client_span`] for HTTP
+//! clients), and [`current_trace_context`] / [`add_link`] where batching
+//! breaks the parent chain.
 
-use std::{env, io::IsTerminal};
+use std::{env, fmt::Display, io::IsTerminal, time::Duration};
 
 use opentelemetry::{
-    Context,
+    Context, Key, KeyValue,
     propagation::{Extractor, Injector, TextMapPropagator},
     trace::{TraceContextExt, TracerProvider as _},
 };
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use tracing::level_filters::LevelFilter;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::{EnvFilter, Layer, fmt, prelude::*};
+use tracing_subscriber::{EnvFilter, Layer, filter::Targets, fmt, prelude::*};
+
+/// How long the last export may take when the process ends; a collector
+/// that is down must not hold up a shutdown for long.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Keeps telemetry running; dropping it flushes the spans not yet exported.
 /// Hold it in `main` until the process ends, inside the tokio runtime.
@@ -41,7 +53,7 @@ impl TelemetryGuard {
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
         if let Some(provider) = self.provider.take()
-            && let Err(err) = provider.shutdown()
+            && let Err(err) = provider.shutdown_with_timeout(FLUSH_TIMEOUT)
         {
             eprintln!("vesper: could not flush the last trace spans: {err}");
         }
@@ -50,23 +62,27 @@ impl Drop for TelemetryGuard {
 
 /// Installs the process-wide subscriber for the service `service_name`
 /// ("vesper-storage", ...), which becomes the OpenTelemetry `service.name`
-/// unless `OTEL_SERVICE_NAME` says otherwise. Call once, first thing, inside
-/// the tokio runtime (the OTLP exporter needs it); later calls leave the
-/// first subscriber in place.
+/// unless `OTEL_SERVICE_NAME` (or `service.name` in
+/// `OTEL_RESOURCE_ATTRIBUTES`) says otherwise. Call once, first thing,
+/// inside the tokio runtime (the OTLP exporter needs it); later calls leave
+/// the first subscriber in place.
 pub fn init(service_name: &'static str) -> TelemetryGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let stderr = fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(colour_wanted())
-        .with_target(false);
-    let provider = otlp_wanted().then(|| otlp_provider(service_name)).flatten();
+        .with_target(false)
+        .with_filter(filter);
+    let provider = otlp_wanted(|name| env::var(name).ok())
+        .then(|| otlp_provider(service_name))
+        .flatten();
     let otel = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("vesper"))
-            .boxed()
+            .with_threads(false)
+            .with_filter(export_filter())
     });
     let installed = tracing_subscriber::registry()
-        .with(filter)
         .with(stderr)
         .with(otel)
         .try_init()
@@ -82,11 +98,36 @@ pub fn init(service_name: &'static str) -> TelemetryGuard {
     TelemetryGuard { provider }
 }
 
-fn otlp_wanted() -> bool {
-    let set = |name: &str| env::var(name).is_ok_and(|value| !value.trim().is_empty());
-    let disabled = env::var("OTEL_SDK_DISABLED")
-        .is_ok_and(|value| value.eq_ignore_ascii_case("true"))
-        || env::var("OTEL_TRACES_EXPORTER").is_ok_and(|value| value.eq_ignore_ascii_case("none"));
+/// What is exported: spans and events at INFO and above, but none from
+/// the HTTP, gRPC and AWS client libraries. Theirs are noise beside
+/// vesper's own spans of the same calls, and the transport crates must be
+/// left out anyway: the exporter runs on them, so their spans would be
+/// exported by exporting, for ever.
+fn export_filter() -> Targets {
+    Targets::new().with_default(LevelFilter::INFO).with_targets(
+        [
+            "opentelemetry",
+            "tonic",
+            "h2",
+            "hyper",
+            "tower",
+            "reqwest",
+            "rustls",
+            "aws",
+        ]
+        .map(|target| (target, LevelFilter::OFF)),
+    )
+}
+
+/// Whether the environment (read through `var`) asks for an OTLP export:
+/// an endpoint is set, and neither the SDK nor trace export is switched
+/// off.
+fn otlp_wanted(var: impl Fn(&str) -> Option<String>) -> bool {
+    let set = |name: &str| var(name).is_some_and(|value| !value.trim().is_empty());
+    let is = |name: &str, expected: &str| {
+        var(name).is_some_and(|value| value.trim().eq_ignore_ascii_case(expected))
+    };
+    let disabled = is("OTEL_SDK_DISABLED", "true") || is("OTEL_TRACES_EXPORTER", "none");
     !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 }
 
@@ -101,16 +142,32 @@ fn otlp_provider(service_name: &'static str) -> Option<SdkTracerProvider> {
             return None;
         }
     };
-    let mut resource = Resource::builder();
-    if env::var_os("OTEL_SERVICE_NAME").is_none() {
-        resource = resource.with_service_name(service_name);
-    }
     Some(
         SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
-            .with_resource(resource.build())
+            .with_resource(resource(service_name))
             .build(),
     )
+}
+
+/// The standard resource (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
+/// the SDK's own attributes) with vesper's service name and version where
+/// the environment names none.
+fn resource(service_name: &'static str) -> Resource {
+    let detected = Resource::builder().build();
+    let has = |key: &'static str| detected.get(&Key::from_static_str(key)).is_some();
+    let named = detected
+        .get(&Key::from_static_str("service.name"))
+        .is_some_and(|name| !name.as_str().starts_with("unknown_service"));
+    let mut builder = Resource::builder();
+    if !named {
+        builder = builder.with_service_name(service_name);
+    }
+    if !has("service.version") {
+        builder =
+            builder.with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+    }
+    builder.build()
 }
 
 /// Colours only on a terminal, and never when `NO_COLOR` is set
@@ -147,8 +204,9 @@ impl Injector for HeaderSink<'_> {
 }
 
 /// Makes `span` a child of the W3C trace context in `headers`
-/// (`traceparent`, `tracestate`), if there is one. Call right after
-/// creating the span of an incoming request or call.
+/// (`traceparent`, `tracestate`), if there is a valid one. Call right
+/// after creating the span of an incoming request or call, before it is
+/// entered.
 pub fn set_parent_from_headers(span: &tracing::Span, headers: &http::HeaderMap) {
     if headers.get("traceparent").is_none() {
         return;
@@ -160,24 +218,57 @@ pub fn set_parent_from_headers(span: &tracing::Span, headers: &http::HeaderMap) 
     }
 }
 
-/// Writes the current span's trace context into outgoing request headers.
-pub fn inject_headers(headers: &mut http::HeaderMap) {
-    let context = tracing::Span::current().context();
+/// Makes `span` a child of the span a `traceparent` names (from
+/// [`current_trace_context`]), to add to a trace after the fact; ignores a
+/// malformed one. Call before the span is entered.
+pub fn set_parent_from_traceparent(span: &tracing::Span, traceparent: &str) {
+    if let Ok(value) = http::HeaderValue::from_str(traceparent) {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("traceparent", value);
+        set_parent_from_headers(span, &headers);
+    }
+}
+
+/// A W3C `traceparent` for a new trace that must not be recorded (its
+/// sampled flag is off), for calls nobody wants traced, such as health
+/// probes: a service that honours it records nothing of the call, and
+/// neither does anything it calls.
+pub fn unsampled_traceparent() -> String {
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let span_id = uuid::Uuid::new_v4().simple().to_string();
+    format!("00-{trace_id}-{}-00", &span_id[..16])
+}
+
+/// Links `span` to `other` (a span of another trace, such as the one that
+/// did the work `span` stands for).
+pub fn link_to(span: &tracing::Span, other: &tracing::Span) {
+    let linked = other.context().span().span_context().clone();
+    if linked.is_valid() {
+        span.add_link(linked);
+    }
+}
+
+/// Writes `span`'s trace context into outgoing request headers, so the
+/// receiver's span becomes its child. Nothing is written when traces are
+/// not recorded.
+pub fn inject_context(span: &tracing::Span, headers: &mut http::HeaderMap) {
+    let context = span.context();
     if context.span().span_context().is_valid() {
         TraceContextPropagator::new().inject_context(&context, &mut HeaderSink(headers));
     }
+}
+
+/// Writes the current span's trace context into outgoing request headers.
+pub fn inject_headers(headers: &mut http::HeaderMap) {
+    inject_context(&tracing::Span::current(), headers);
 }
 
 /// The current span's W3C `traceparent`, to carry a trace across a queue
 /// (events in the WAL, written later by a flush); `None` when traces are
 /// not recorded.
 pub fn current_trace_context() -> Option<String> {
-    let context = tracing::Span::current().context();
-    if !context.span().span_context().is_valid() {
-        return None;
-    }
     let mut headers = http::HeaderMap::new();
-    TraceContextPropagator::new().inject_context(&context, &mut HeaderSink(&mut headers));
+    inject_headers(&mut headers);
     headers
         .get("traceparent")
         .and_then(|value| value.to_str().ok())
@@ -185,7 +276,9 @@ pub fn current_trace_context() -> Option<String> {
 }
 
 /// Links `span` to the span a `traceparent` names (from
-/// [`current_trace_context`]); ignores a malformed one.
+/// [`current_trace_context`]); ignores a malformed one. Call before the
+/// span is entered, so the link is part of it from the start (samplers
+/// see it).
 pub fn add_link(span: &tracing::Span, traceparent: &str) {
     let Ok(value) = http::HeaderValue::from_str(traceparent) else {
         return;
@@ -199,9 +292,141 @@ pub fn add_link(span: &tracing::Span, traceparent: &str) {
     }
 }
 
+// ------------------------------------------------------------- span helpers
+
+/// Marks `span` as failed (`otel.status_code = "ERROR"`) with a
+/// description. The span must declare `otel.status_code` and
+/// `otel.status_description` (as `tracing::field::Empty`), as every span
+/// made here does.
+pub fn record_error(span: &tracing::Span, description: impl Display) {
+    span.record("otel.status_code", "ERROR");
+    span.record(
+        "otel.status_description",
+        tracing::field::display(description),
+    );
+}
+
+/// A client span for one outgoing HTTP request (OpenTelemetry's HTTP
+/// client conventions: named after the method, `url.full` without
+/// credentials, `server.address`, `server.port`). Send the request inside
+/// it, with [`inject_context`] on its headers, then
+/// [`record_http_response`] or [`record_error`].
+pub fn http_client_span(method: &http::Method, url: &str) -> tracing::Span {
+    let parsed = url.parse::<http::Uri>().ok();
+    let host = parsed
+        .as_ref()
+        .and_then(http::Uri::host)
+        .unwrap_or_default();
+    let port = parsed
+        .as_ref()
+        .and_then(|url| {
+            url.port_u16().or(match url.scheme_str() {
+                Some("https") => Some(443),
+                Some("http") => Some(80),
+                _ => None,
+            })
+        })
+        .unwrap_or_default();
+    let full = parsed
+        .as_ref()
+        .map_or_else(|| url.to_owned(), without_credentials);
+    tracing::info_span!(
+        "http.client",
+        otel.name = method.as_str(),
+        otel.kind = "client",
+        http.request.method = method.as_str(),
+        url.full = full,
+        server.address = host,
+        server.port = i64::from(port),
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+    )
+}
+
+/// Records an HTTP client span's answer; 4xx and 5xx mark it failed, as
+/// the client conventions say.
+pub fn record_http_response(span: &tracing::Span, status: http::StatusCode) {
+    // Integers go out as OpenTelemetry ints only when they are i64.
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_client_error() || status.is_server_error() {
+        record_error(span, status);
+    }
+}
+
+/// `url` with any `user:password@` taken out, as `url.full` requires.
+fn without_credentials(url: &http::Uri) -> String {
+    let text = url.to_string();
+    match url.authority() {
+        Some(authority) if authority.as_str().contains('@') => {
+            let host = authority
+                .as_str()
+                .rsplit_once('@')
+                .map_or(authority.as_str(), |(_, host)| host);
+            text.replacen(authority.as_str(), host, 1)
+        }
+        _ => text,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
+
+    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        move |name| vars.get(name).cloned()
+    }
+
+    #[test]
+    fn an_endpoint_turns_export_on_and_the_standard_switches_turn_it_off() {
+        assert!(!otlp_wanted(env_of(&[])));
+        assert!(!otlp_wanted(env_of(&[(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            " "
+        )])));
+        assert!(!otlp_wanted(env_of(&[("OTEL_SERVICE_NAME", "x")])));
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317");
+        assert!(otlp_wanted(env_of(&[endpoint])));
+        assert!(otlp_wanted(env_of(&[(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://127.0.0.1:4317"
+        )])));
+        assert!(!otlp_wanted(env_of(&[
+            endpoint,
+            ("OTEL_SDK_DISABLED", "TRUE")
+        ])));
+        assert!(!otlp_wanted(env_of(&[
+            endpoint,
+            ("OTEL_TRACES_EXPORTER", "none")
+        ])));
+        assert!(otlp_wanted(env_of(&[
+            endpoint,
+            ("OTEL_SDK_DISABLED", "false")
+        ])));
+    }
+
+    #[test]
+    fn the_export_filter_leaves_the_transport_crates_out() {
+        let filter = export_filter();
+        let enabled = |target: &str, level: tracing::Level| filter.would_enable(target, &level);
+        assert!(enabled("vesper_gateway", tracing::Level::INFO));
+        assert!(enabled("vesper", tracing::Level::WARN));
+        assert!(!enabled("vesper_ingest::engine", tracing::Level::DEBUG));
+        for noisy in [
+            "h2::proto",
+            "hyper_util::client",
+            "tonic::transport",
+            "opentelemetry_sdk",
+        ] {
+            assert!(!enabled(noisy, tracing::Level::ERROR), "{noisy}");
+        }
+    }
 
     #[test]
     fn without_the_otel_layer_nothing_is_injected_or_linked() {
@@ -228,5 +453,36 @@ mod tests {
         let mut out = http::HeaderMap::new();
         TraceContextPropagator::new().inject_context(&context, &mut HeaderSink(&mut out));
         assert_eq!(out["traceparent"], traceparent);
+    }
+
+    #[test]
+    fn unsampled_traceparents_are_valid_and_not_sampled() {
+        let traceparent = unsampled_traceparent();
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            http::HeaderValue::from_str(&traceparent).expect("ascii"),
+        );
+        let context = TraceContextPropagator::new().extract(&HeaderCarrier(&headers));
+        let span = context.span();
+        assert!(span.span_context().is_valid(), "{traceparent}");
+        assert!(!span.span_context().is_sampled(), "{traceparent}");
+        assert_ne!(traceparent, unsampled_traceparent());
+    }
+
+    #[test]
+    fn credentials_never_reach_url_full() {
+        let url: http::Uri = "http://user:secret@api.example.com:8080/v2/users?page=2"
+            .parse()
+            .expect("uri");
+        assert_eq!(
+            without_credentials(&url),
+            "http://api.example.com:8080/v2/users?page=2"
+        );
+        let plain: http::Uri = "http://127.0.0.1:8080/api/users".parse().expect("uri");
+        assert_eq!(
+            without_credentials(&plain),
+            "http://127.0.0.1:8080/api/users"
+        );
     }
 }

@@ -1,20 +1,16 @@
 //! `vesper healthcheck`: a probe for container health checks, so images
-//! need neither grpcurl nor curl.
-//!
-//! A container runtime probes every few seconds, for as long as the
-//! service runs. Each probe carries a W3C trace context that says "not
-//! sampled": the server joins that trace and, honouring the flag, records
-//! nothing, and neither do the peers it calls to answer (the gateway's
-//! `/health` asks datasource and ingest). So probes never flood the trace
-//! backend, while every real request is still traced.
+//! need neither grpcurl nor curl. Probes come every few seconds, so they
+//! are never traced: the probe runs in a trace marked not sampled, and
+//! says so to the server (`traceparent` with the sampled flag off).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
+use tracing::Instrument;
 use vesper::config::PeerAddr;
 
 /// Probe a vesper server: exit 0 when it is serving, 1 otherwise.
@@ -40,22 +36,23 @@ pub(crate) struct HealthcheckCommand {
 
 impl HealthcheckCommand {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
-        let traceparent = unsampled_traceparent();
+        let traceparent = vesper::telemetry::unsampled_traceparent();
+        let span = tracing::info_span!("healthcheck");
+        vesper::telemetry::set_parent_from_traceparent(&span, &traceparent);
         let probe = async {
             if let Some(peer) = &self.grpc {
                 let mut client = HealthClient::new(vesper::grpc::connect_lazy(peer));
-                let mut request = tonic::Request::new(HealthCheckRequest {
-                    service: self.service.clone(),
-                });
-                if let Ok(value) = traceparent.parse() {
-                    request.metadata_mut().insert(TRACEPARENT, value);
-                }
-                let response = client.check(request).await.map_err(|status| {
-                    anyhow::anyhow!(
-                        "{peer} did not answer the health check: {}",
-                        status.message()
-                    )
-                })?;
+                let response = client
+                    .check(HealthCheckRequest {
+                        service: self.service.clone(),
+                    })
+                    .await
+                    .map_err(|status| {
+                        anyhow::anyhow!(
+                            "{peer} did not answer the health check: {}",
+                            status.message()
+                        )
+                    })?;
                 let status = response.into_inner().status();
                 anyhow::ensure!(
                     status == ServingStatus::Serving,
@@ -66,7 +63,7 @@ impl HealthcheckCommand {
             if let Some(url) = &self.http {
                 let response = reqwest::Client::new()
                     .get(url)
-                    .header(TRACEPARENT, &traceparent)
+                    .header("traceparent", &traceparent)
                     .send()
                     .await
                     .with_context(|| format!("{url} did not answer"))?;
@@ -78,46 +75,8 @@ impl HealthcheckCommand {
             }
             Ok(())
         };
-        tokio::time::timeout(self.timeout, probe)
+        tokio::time::timeout(self.timeout, probe.instrument(span))
             .await
             .with_context(|| format!("no answer within {:?}", self.timeout))?
-    }
-}
-
-/// The W3C trace context header.
-const TRACEPARENT: &str = "traceparent";
-
-/// A valid W3C `traceparent` with the sampled flag off (`-00`). The ids
-/// only need to be non-zero and distinct enough not to join another
-/// probe's trace; nothing records them.
-fn unsampled_traceparent() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_nanos());
-    let trace_id = nanos | 1;
-    let span_id = (u64::from(std::process::id()) << 32) | 1;
-    format!("00-{trace_id:032x}-{span_id:016x}-00")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_probe_trace_context_is_well_formed_and_not_sampled() {
-        let header = unsampled_traceparent();
-        let parts: Vec<&str> = header.split('-').collect();
-        assert_eq!(parts.len(), 4, "{header}");
-        assert_eq!(parts[0], "00");
-        assert_eq!(parts[1].len(), 32);
-        assert_eq!(parts[2].len(), 16);
-        assert_eq!(parts[3], "00", "the sampled flag is off");
-        for id in &parts[1..3] {
-            assert!(id.chars().all(|c| c.is_ascii_hexdigit()), "{header}");
-            assert!(
-                id.chars().any(|c| c != '0'),
-                "an all-zero id is invalid: {header}"
-            );
-        }
     }
 }

@@ -15,7 +15,7 @@ mod webhook;
 use std::{future::Future, sync::Arc, time::Duration};
 
 use axum::{Router, routing::get};
-use http::{HeaderName, Request, StatusCode};
+use http::{HeaderName, StatusCode};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::{
@@ -84,25 +84,11 @@ fn with_middleware(router: Router, timeout: Duration) -> Router {
     router.layer(
         ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
-            .layer(TraceLayer::new_for_http().make_span_with(
-                |request: &Request<axum::body::Body>| {
-                    let request_id = request
-                        .headers()
-                        .get(REQUEST_ID_HEADER)
-                        .and_then(|id| id.to_str().ok())
-                        .unwrap_or_default();
-                    let span = tracing::info_span!(
-                        "http",
-                        otel.name = %format_args!("{} {}", request.method(), request.uri().path()),
-                        otel.kind = "server",
-                        method = %request.method(),
-                        path = %request.uri().path(),
-                        request_id,
-                    );
-                    vesper::telemetry::set_parent_from_headers(&span, request.headers());
-                    span
-                },
-            ))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(observe::request_span)
+                    .on_response(observe::record_response),
+            )
             .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::GATEWAY_TIMEOUT,

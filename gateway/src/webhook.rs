@@ -36,7 +36,7 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new().route(WEBHOOK_PATH, post(receive))
 }
 
-#[tracing::instrument(skip_all, fields(bytes, events))]
+#[tracing::instrument(name = "webhook", skip_all, fields(bytes, events))]
 async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -12,8 +12,8 @@ use opentelemetry_proto::tonic::{
         ExportTraceServiceRequest, ExportTraceServiceResponse,
         trace_service_server::{TraceService, TraceServiceServer},
     },
-    common::v1::any_value::Value,
-    trace::v1::Span,
+    common::v1::{AnyValue, any_value::Value},
+    trace::v1::{Span, span::SpanKind, status::StatusCode},
 };
 
 /// One received span with the `service.name` of the process that sent it.
@@ -43,11 +43,62 @@ impl ReceivedSpan {
 
     /// The trace ids this span links to.
     pub fn linked_trace_ids(&self) -> Vec<String> {
+        self.links().into_iter().map(|(trace, _)| trace).collect()
+    }
+
+    /// The (trace id, span id) of every span this span links to.
+    pub fn links(&self) -> Vec<(String, String)> {
         self.span
             .links
             .iter()
-            .map(|link| hex(&link.trace_id))
+            .map(|link| (hex(&link.trace_id), hex(&link.span_id)))
             .collect()
+    }
+
+    /// The span's name.
+    pub fn name(&self) -> &str {
+        &self.span.name
+    }
+
+    /// The span kind: "server", "client", "internal", ...
+    pub fn kind(&self) -> &'static str {
+        match SpanKind::try_from(self.span.kind) {
+            Ok(SpanKind::Server) => "server",
+            Ok(SpanKind::Client) => "client",
+            Ok(SpanKind::Internal) => "internal",
+            Ok(SpanKind::Producer) => "producer",
+            Ok(SpanKind::Consumer) => "consumer",
+            Ok(SpanKind::Unspecified) | Err(_) => "unspecified",
+        }
+    }
+
+    /// Whether the span's status is ERROR.
+    pub fn is_error(&self) -> bool {
+        self.span
+            .status
+            .as_ref()
+            .is_some_and(|status| status.code == StatusCode::Error as i32)
+    }
+
+    /// An attribute's value as text (numbers and booleans formatted), if
+    /// the span has it.
+    pub fn attribute(&self, key: &str) -> Option<String> {
+        self.span
+            .attributes
+            .iter()
+            .find(|attribute| attribute.key == key)
+            .and_then(|attribute| attribute.value.as_ref())
+            .map(text)
+    }
+}
+
+fn text(value: &AnyValue) -> String {
+    match &value.value {
+        Some(Value::StringValue(text)) => text.clone(),
+        Some(Value::IntValue(number)) => number.to_string(),
+        Some(Value::DoubleValue(number)) => number.to_string(),
+        Some(Value::BoolValue(flag)) => flag.to_string(),
+        other => format!("{other:?}"),
     }
 }
 
@@ -73,11 +124,8 @@ impl TraceService for Sink {
                 .iter()
                 .flat_map(|resource| &resource.attributes)
                 .find(|attribute| attribute.key == "service.name")
-                .and_then(|attribute| attribute.value.as_ref()?.value.as_ref())
-                .map(|value| match value {
-                    Value::StringValue(name) => name.clone(),
-                    other => format!("{other:?}"),
-                })
+                .and_then(|attribute| attribute.value.as_ref())
+                .map(text)
                 .unwrap_or_default();
             for scope in resource_spans.scope_spans {
                 for span in scope.spans {

@@ -146,6 +146,19 @@ impl VesperProcess {
         self.http.expect("the process announced no HTTP address")
     }
 
+    /// Where a service started with `--metrics-addr` serves its metrics:
+    /// the `serving metrics=http://ADDR/metrics` line, logged before the
+    /// ready line.
+    pub fn metrics_url(&self) -> String {
+        let log = self.log.lock().expect("log lock");
+        log.iter()
+            .find_map(|line| {
+                let start = line.find("serving metrics=")? + "serving metrics=".len();
+                line[start..].split_whitespace().next().map(str::to_owned)
+            })
+            .expect("the process announced no metrics address (was it given --metrics-addr?)")
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -149,7 +149,17 @@ impl BatchEngine {
         Ok(reports)
     }
 
-    #[tracing::instrument(skip_all, fields(pipeline = %pipeline.name, run_id))]
+    #[tracing::instrument(
+        name = "batch.run",
+        skip_all,
+        fields(
+            pipeline = %pipeline.name,
+            run_id,
+            records = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+        )
+    )]
     async fn run_pipeline(&self, pipeline: &Pipeline, shutdown: &Shutdown) -> RunReport {
         let run_id = Uuid::now_v7();
         tracing::Span::current().record("run_id", tracing::field::display(run_id));
@@ -220,6 +230,11 @@ impl BatchEngine {
             manifest_key,
             parts: run.writer.parts().to_vec(),
         };
+        let span = tracing::Span::current();
+        span.record("records", report.records);
+        if let Some(error) = &report.error {
+            vesper::telemetry::record_error(&span, error);
+        }
         metrics::counter!(
             "vesper_batch_runs_total",
             "pipeline" => pipeline.name.clone(),

@@ -22,6 +22,7 @@ use reqwest::{
 };
 use serde_json::Value;
 use time::OffsetDateTime;
+use tracing::Instrument;
 use vesper::Shutdown;
 
 use crate::{
@@ -46,18 +47,19 @@ pub(crate) fn http_client() -> Result<Client, BatchError> {
 }
 
 /// Builds every request the engine sends. It is the one place that does,
-/// so what each request must carry (the run's W3C trace context) is added
-/// here and nowhere else.
+/// so what each request must carry (the W3C trace context of its client
+/// `span`) is added here and nowhere else.
 pub(crate) fn build_request(
     client: &Client,
     url: &Url,
     headers: &HeaderMap,
     timeout: Duration,
+    span: &tracing::Span,
 ) -> RequestBuilder {
     let mut headers = headers.clone();
     // The upstream sees the run's trace, so a slow page is findable from
     // either side.
-    vesper::telemetry::inject_headers(&mut headers);
+    vesper::telemetry::inject_context(span, &mut headers);
     client
         .get(url.clone())
         .header(ACCEPT, "application/json")
@@ -213,12 +215,28 @@ impl Fetcher {
         Ok(jittered.max(retry_after.unwrap_or_default()))
     }
 
+    /// One request, in a client span of its own (a child of the run's
+    /// span) that records the answer or why there was none.
     async fn attempt(&self, url: &Url) -> Result<Value, Failure> {
-        let response = build_request(&self.client, url, &self.headers, self.timeout)
+        let span = vesper::telemetry::http_client_span(&reqwest::Method::GET, url.as_str());
+        let outcome = self.exchange(url, &span).instrument(span.clone()).await;
+        match &outcome {
+            Ok(_) => {}
+            Err(Failure::Transient { reason, .. }) => {
+                vesper::telemetry::record_error(&span, reason)
+            }
+            Err(Failure::Fatal(err)) => vesper::telemetry::record_error(&span, err),
+        }
+        outcome
+    }
+
+    async fn exchange(&self, url: &Url, span: &tracing::Span) -> Result<Value, Failure> {
+        let response = build_request(&self.client, url, &self.headers, self.timeout, span)
             .send()
             .await
             .map_err(|err| self.transport_failure(url, err))?;
         let status = response.status();
+        vesper::telemetry::record_http_response(span, status);
         let retry_after = matches!(
             status,
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE

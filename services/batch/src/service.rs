@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 use vesper::{
     Shutdown,
     grpc::{GrpcServices, ServeError},
@@ -53,7 +54,7 @@ pub async fn serve(
 impl BatchPipeline for BatchPipelineService {
     /// Runs in a task of its own: a caller that goes away (a client
     /// timeout) does not cut a run short, which then still publishes and
-    /// logs its report.
+    /// logs its report. The task stays in the call's trace.
     #[tracing::instrument(skip_all, fields(pipelines = ?request.get_ref().pipelines))]
     async fn run(
         &self,
@@ -63,9 +64,10 @@ impl BatchPipeline for BatchPipelineService {
         self.engine.select(&names)?;
         let engine = Arc::clone(&self.engine);
         let shutdown = self.shutdown.clone();
-        let reports = tokio::spawn(async move { engine.run(&names, &shutdown).await })
-            .await
-            .map_err(|err| BatchError::Task(err.to_string()))??;
+        let reports =
+            tokio::spawn(async move { engine.run(&names, &shutdown).await }.in_current_span())
+                .await
+                .map_err(|err| BatchError::Task(err.to_string()))??;
         Ok(Response::new(v1::RunResponse {
             reports: reports.iter().map(Into::into).collect(),
         }))

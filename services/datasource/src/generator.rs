@@ -14,6 +14,7 @@ use std::{
 use rand::Rng;
 use serde_json::{Value, json};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 use vesper::{Shutdown, v1::GeneratorStatusResponse, wire::upstream_event_json};
 
 use crate::{DataSet, DataSourceError, GeneratorConfig, generate_events};
@@ -168,7 +169,9 @@ impl Inner {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(events))]
+    /// One push, the root of its own trace: the webhook call carries its
+    /// context, so the gateway's and ingest's spans of this push join it.
+    #[tracing::instrument(name = "generator.push", parent = None, skip_all, fields(events))]
     async fn push(&self, failures: &mut FailureLog) {
         let events = {
             let batch = self.config.batch;
@@ -185,24 +188,40 @@ impl Inner {
         let body = json!({
             "events": events.iter().map(upstream_event_json).collect::<Vec<Value>>(),
         });
-        let outcome = match self
-            .client
-            .post(self.config.webhook_url.clone())
-            .json(&body)
-            .send()
-            .await
-        {
-            Ok(response) if response.status() == reqwest::StatusCode::OK => Ok(()),
-            Ok(response) => {
-                let status = response.status();
-                let answer = response.text().await.unwrap_or_default();
-                Err(format!(
-                    "webhook answered {status}: {}",
-                    excerpt(&answer, ANSWER_EXCERPT)
-                ))
+        let url = &self.config.webhook_url;
+        let span = vesper::telemetry::http_client_span(&reqwest::Method::POST, url.as_str());
+        let mut headers = reqwest::header::HeaderMap::new();
+        vesper::telemetry::inject_context(&span, &mut headers);
+        let outcome = async {
+            match self
+                .client
+                .post(url.clone())
+                .headers(headers)
+                .json(&body)
+                .send()
+                .await
+            {
+                Ok(response) => {
+                    vesper::telemetry::record_http_response(&span, response.status());
+                    if response.status() == reqwest::StatusCode::OK {
+                        return Ok(());
+                    }
+                    let status = response.status();
+                    let answer = response.text().await.unwrap_or_default();
+                    Err(format!(
+                        "webhook answered {status}: {}",
+                        excerpt(&answer, ANSWER_EXCERPT)
+                    ))
+                }
+                Err(err) => {
+                    let reason = format!("webhook unreachable: {}", error_chain(&err));
+                    vesper::telemetry::record_error(&span, &reason);
+                    Err(reason)
+                }
             }
-            Err(err) => Err(format!("webhook unreachable: {}", error_chain(&err))),
-        };
+        }
+        .instrument(span.clone())
+        .await;
         match outcome {
             Ok(()) => {
                 self.batches_delivered.fetch_add(1, Ordering::Relaxed);

@@ -338,6 +338,9 @@ impl IngestEngine {
             buffer_event(&mut state, event);
         }
         state.record_gauges();
+        // The bound, beside the level, so that one query shows how full the
+        // log is (past the bound the webhook answers 503).
+        metrics::gauge!("vesper_ingest_wal_limit_bytes").set(config.max_wal_bytes as f64);
         tracing::info!(
             wal_dir = %config.wal_dir.display(),
             wal_id,
@@ -734,7 +737,7 @@ impl IngestEngine {
             }
         }
 
-        let writes: Vec<(String, Bytes, Vec<Arc<str>>, usize)> = {
+        let writes: Vec<(String, Bytes, CallTraces, usize)> = {
             let state = self.shared.lock();
             state
                 .pending
@@ -918,37 +921,55 @@ async fn log_records(
     results
 }
 
-/// The NDJSON body of an object and the distinct trace contexts of its
-/// events.
-fn object_body(events: &[Buffered]) -> (Bytes, Vec<Arc<str>>) {
+/// The calls whose events an object holds: each call's W3C trace context,
+/// with how many of its events are in the object.
+type CallTraces = Vec<(Arc<str>, usize)>;
+
+/// The NDJSON body of an object, and the calls whose events it holds.
+fn object_body(events: &[Buffered]) -> (Bytes, CallTraces) {
     let mut body = Vec::with_capacity(events.len() * 400);
-    let mut traces: Vec<Arc<str>> = Vec::new();
+    let mut traces = CallTraces::new();
     for event in events {
         let line = lake::event_record(&event.event, &event.received_at);
         // A `Value` always serializes.
         if serde_json::to_writer(&mut body, &line).is_ok() {
             body.push(b'\n');
         }
-        if let Some(trace) = &event.trace_context
-            && !traces.iter().any(|known| known == trace)
-        {
-            traces.push(Arc::clone(trace));
+        if let Some(trace) = &event.trace_context {
+            match traces.iter_mut().find(|(known, _)| known == trace) {
+                Some((_, count)) => *count += 1,
+                None => traces.push((Arc::clone(trace), 1)),
+            }
         }
     }
     (Bytes::from(body), traces)
 }
 
-/// Writes one object in its own trace, linked to the traces of the calls
-/// that brought its events.
+/// Writes one object in its own trace: batching ends the calls' traces, and
+/// one write serves many calls. The flush span links to the span of every
+/// call whose events it holds, and the write to storage is its child. Once
+/// the object is written, each of those calls' traces gets an
+/// `ingest.flushed` span (the object's key, linked back to the flush), so a
+/// trace leads from a webhook call to the object that holds its events,
+/// and from the object back to every call.
 async fn put_object(
     store: &dyn ObjectStore,
     key: &str,
     body: Bytes,
-    traces: &[Arc<str>],
+    traces: &[(Arc<str>, usize)],
     events: usize,
 ) -> Result<(), IngestError> {
-    let span = tracing::info_span!(parent: None, "ingest.flush", key, events, bytes = body.len());
-    for trace in traces {
+    let span = tracing::info_span!(
+        parent: None,
+        "ingest.flush",
+        key,
+        events,
+        bytes = body.len(),
+        linked_calls = traces.len(),
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+    );
+    for (trace, _) in traces {
         telemetry::add_link(&span, trace);
     }
     let started = Instant::now();
@@ -963,8 +984,18 @@ async fn put_object(
                 message: err.to_string(),
             })
     }
-    .instrument(span)
+    .instrument(span.clone())
     .await;
+    match &result {
+        Ok(_) => {
+            for (trace, events) in traces {
+                let flushed = tracing::info_span!(parent: None, "ingest.flushed", key, events);
+                telemetry::set_parent_from_traceparent(&flushed, trace);
+                telemetry::link_to(&flushed, &span);
+            }
+        }
+        Err(err) => telemetry::record_error(&span, err),
+    }
     metrics::histogram!("vesper_ingest_flush_duration_seconds")
         .record(started.elapsed().as_secs_f64());
     let label = if result.is_ok() { "ok" } else { "error" };

@@ -41,7 +41,10 @@ impl IngestService {
 
 #[tonic::async_trait]
 impl EventIngest for IngestService {
-    #[tracing::instrument(skip_all, fields(events = request.get_ref().events.len()))]
+    #[tracing::instrument(
+        skip_all,
+        fields(events = request.get_ref().events.len(), accepted, filtered, duplicates)
+    )]
     async fn ingest(
         &self,
         request: Request<IngestRequest>,
@@ -70,6 +73,10 @@ impl EventIngest for IngestService {
             }));
         }
         let outcome = self.engine.ingest(events).await?;
+        let span = tracing::Span::current();
+        span.record("accepted", outcome.accepted);
+        span.record("filtered", outcome.filtered);
+        span.record("duplicates", outcome.duplicates);
         Ok(Response::new(IngestResponse {
             accepted: outcome.accepted,
             filtered: outcome.filtered,

@@ -62,8 +62,9 @@ fn key_of(key: String) -> Result<ObjectKey, StorageError> {
     ObjectKey::new(key)
 }
 
-/// Counts and times one storage operation; errors are counted by kind so a
-/// dashboard tells a flood of bad keys from a backend outage.
+/// Counts and times one storage operation; errors are counted by their gRPC
+/// code, so a dashboard tells a flood of bad keys (`INVALID_ARGUMENT`) or
+/// missing objects (`NOT_FOUND`) from a backend outage (`UNAVAILABLE`).
 fn observe<T>(
     operation: &'static str,
     started: Instant,
@@ -77,7 +78,7 @@ fn observe<T>(
             metrics::counter!(
                 "vesper_storage_errors_total",
                 "operation" => operation,
-                "code" => format!("{:?}", err.code()),
+                "code" => vesper::grpc::code_name(err.code().grpc()),
             )
             .increment(1);
             "error"

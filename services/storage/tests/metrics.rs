@@ -66,14 +66,14 @@ async fn operations_errors_and_rpcs_are_counted() {
     assert_eq!(
         sample(
             &text,
-            "vesper_storage_errors_total{operation=\"get\",code=\"NotFound\"}"
+            "vesper_storage_errors_total{operation=\"get\",code=\"NOT_FOUND\"}"
         ),
         1.0
     );
     assert_eq!(
         sample(
             &text,
-            "vesper_grpc_requests_total{rpc=\"vesper.v1.Storage/PutObject\",code=\"Ok\"}"
+            "vesper_grpc_requests_total{rpc=\"vesper.v1.Storage/PutObject\",code=\"OK\"}"
         ),
         3.0,
         "{text}"
@@ -81,7 +81,7 @@ async fn operations_errors_and_rpcs_are_counted() {
     assert_eq!(
         sample(
             &text,
-            "vesper_grpc_requests_total{rpc=\"vesper.v1.Storage/PutObject\",code=\"ResourceExhausted\"}"
+            "vesper_grpc_requests_total{rpc=\"vesper.v1.Storage/PutObject\",code=\"RESOURCE_EXHAUSTED\"}"
         ),
         1.0,
         "{text}"
