@@ -8,6 +8,7 @@ pub mod error;
 pub mod grpc;
 pub mod metrics;
 pub mod shutdown;
+pub mod signature;
 pub mod telemetry;
 pub mod wire;
 

@@ -35,6 +35,10 @@ impl Workdir {
 
     /// `vesper up` on free ports, the generator pushing at once and often.
     fn up(&self, extra: &[&str]) -> VesperProcess {
+        self.up_with_env(extra, &[])
+    }
+
+    fn up_with_env(&self, extra: &[&str], env: &[(&str, String)]) -> VesperProcess {
         let lake = self.lake().to_string_lossy().into_owned();
         let wal = self.wal().to_string_lossy().into_owned();
         let mut args = vec![
@@ -55,7 +59,7 @@ impl Workdir {
             "1s",
         ];
         args.extend_from_slice(extra);
-        VesperProcess::start_with(Path::new(BIN), &args, &[])
+        VesperProcess::start_with(Path::new(BIN), &args, env)
     }
 
     /// Lake files under `prefix` (relative paths), without the lake's own
@@ -200,6 +204,28 @@ fn up_fills_the_lake_stops_cleanly_and_resumes_without_duplicates() {
         sample_times, times_after,
         "the sample data is not rewritten"
     );
+}
+
+#[test]
+fn with_signing_on_up_refuses_unsigned_calls_and_still_takes_its_own_events() {
+    let work = Workdir::new();
+    let up = work.up_with_env(
+        &["--no-pipelines", "--no-sample-data"],
+        &[("VESPER_WEBHOOK_SECRET", "s3cret for the test".to_owned())],
+    );
+    let unsigned = reqwest::blocking::Client::new()
+        .post(format!("http://{}/webhook/events", up.http_addr()))
+        .header("content-type", "application/json")
+        .body(r#"{"events":[]}"#)
+        .send()
+        .expect("webhook answers");
+    assert_eq!(unsigned.status(), 401);
+    wait_until(
+        "the generator's signed pushes in the lake",
+        Duration::from_secs(60),
+        || !work.files("events").is_empty(),
+    );
+    stop(up);
 }
 
 #[test]

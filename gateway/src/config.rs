@@ -1,8 +1,11 @@
 //! The gateway's settings and their command-line form.
 
-use std::{fmt, net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
-use vesper::config::{ByteSize, PeerAddr, defaults, parse_duration};
+use vesper::{
+    config::{ByteSize, PeerAddr, defaults, parse_duration},
+    signature::WebhookSecret,
+};
 
 /// How the gateway runs.
 #[derive(Debug, Clone)]
@@ -34,36 +37,8 @@ impl GatewayConfig {
     }
 }
 
-/// The environment variable that holds the webhook signing secret. It is
-/// read from the environment only, never from a flag, so that it does not
-/// show in `ps` or in shell history.
-pub const WEBHOOK_SECRET_ENV: &str = "VESPER_WEBHOOK_SECRET";
-
 /// Default tolerance between a signature's timestamp and the gateway's clock.
 pub const DEFAULT_SIGNATURE_TOLERANCE: Duration = Duration::from_secs(5 * 60);
-
-/// The shared secret of signed webhooks. Its `Debug` form is redacted.
-#[derive(Clone)]
-pub struct WebhookSecret(Vec<u8>);
-
-impl WebhookSecret {
-    /// A secret; `None` when empty (an empty key signs nothing).
-    pub fn new(secret: impl Into<Vec<u8>>) -> Option<Self> {
-        let secret = secret.into();
-        (!secret.is_empty()).then_some(Self(secret))
-    }
-
-    /// The key bytes.
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for WebhookSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("WebhookSecret(<redacted>)")
-    }
-}
 
 /// How webhook signatures are checked (see the webhook module).
 #[derive(Debug, Clone)]
@@ -153,9 +128,8 @@ impl GatewayLimits {
     /// Webhook signing as the environment asks: on when
     /// `VESPER_WEBHOOK_SECRET` is set and not empty.
     pub fn webhook_signing(&self) -> Option<WebhookSigning> {
-        let secret = std::env::var_os(WEBHOOK_SECRET_ENV)?;
         Some(WebhookSigning {
-            secret: WebhookSecret::new(secret.into_encoded_bytes())?,
+            secret: WebhookSecret::from_env()?,
             tolerance: self.webhook_signature_tolerance,
         })
     }

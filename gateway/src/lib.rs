@@ -27,11 +27,13 @@ use tower_http::{
 
 pub use config::{
     DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SIGNATURE_TOLERANCE, GatewayArgs,
-    GatewayConfig, GatewayLimits, WEBHOOK_SECRET_ENV, WebhookSecret, WebhookSigning,
+    GatewayConfig, GatewayLimits, WebhookSigning,
 };
 pub use error::GatewayError;
 pub use peers::Peers;
-pub use webhook::{SIGNATURE_HEADER, sign_webhook};
+// The signing primitives live in the kernel (the generator signs too);
+// re-exported here for clients of the webhook.
+pub use vesper::signature::{SIGNATURE_HEADER, WEBHOOK_SECRET_ENV, WebhookSecret, sign_webhook};
 
 /// The header that carries a request's id, set when the client sent none.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");

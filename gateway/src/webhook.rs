@@ -21,8 +21,6 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{Value, json};
 use vesper::v1::IngestRequest;
 
-pub use signature::{SIGNATURE_HEADER, sign_webhook};
-
 use crate::{AppState, GatewayError};
 
 /// Where the webhook is served.

@@ -9,9 +9,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hmac::{Hmac, Mac};
 use http::HeaderMap;
-use sha2::Sha256;
+use vesper::signature::SIGNATURE_HEADER;
 
 use crate::{GatewayError, WebhookSigning};
 
@@ -47,27 +46,6 @@ impl From<SignatureError> for GatewayError {
             message: err.to_string(),
         }
     }
-}
-
-/// The header that carries a webhook's signature.
-pub const SIGNATURE_HEADER: &str = "x-vesper-signature";
-
-type HmacSha256 = Hmac<Sha256>;
-
-/// The `X-Vesper-Signature` value for `body` signed with `secret` at unix
-/// time `timestamp` (for clients, tests and the benchmark).
-pub fn sign_webhook(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    let digest = mac(secret, timestamp, body).finalize().into_bytes();
-    format!("t={timestamp},v1={}", hex::encode(digest))
-}
-
-fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> HmacSha256 {
-    #[allow(clippy::expect_used)]
-    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac
 }
 
 /// Checks the signature of `body` against `signing` at time `now`.
@@ -108,10 +86,9 @@ pub(crate) fn verify(
             tolerance_secs: signing.tolerance.as_secs(),
         });
     }
-    let expected = mac(signing.secret.expose(), timestamp, body);
     if digests
         .iter()
-        .any(|digest| expected.clone().verify_slice(digest).is_ok())
+        .any(|digest| signing.secret.matches(timestamp, body, digest))
     {
         Ok(())
     } else {
@@ -123,8 +100,9 @@ pub(crate) fn verify(
 mod tests {
     use http::HeaderValue;
 
+    use vesper::signature::{WebhookSecret, sign_webhook};
+
     use super::*;
-    use crate::WebhookSecret;
 
     const NOW: u64 = 1_790_000_000;
 

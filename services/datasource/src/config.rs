@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use reqwest::Url;
-use vesper::config::{Range, parse_duration};
+use vesper::{
+    config::{Range, parse_duration},
+    signature::WebhookSecret,
+};
 
 use crate::DEFAULT_SEED;
 
@@ -75,6 +78,9 @@ pub struct GeneratorConfig {
     pub delay: Duration,
     /// Whether the service starts the generator by itself.
     pub autostart: bool,
+    /// Signs every push (`X-Vesper-Signature`) when set, for a gateway
+    /// that requires signed webhooks.
+    pub signing: Option<WebhookSecret>,
 }
 
 impl Default for GeneratorConfig {
@@ -88,6 +94,7 @@ impl Default for GeneratorConfig {
             },
             delay: Duration::from_secs(5),
             autostart: true,
+            signing: None,
         }
     }
 }
@@ -176,7 +183,9 @@ pub struct DataSourceArgs {
 /// it at its own gateway instead.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WebhookArgs {
-    /// Where the event generator POSTs {"events":[...]}.
+    /// Where the event generator POSTs {"events":[...]}. Each push is signed
+    /// (X-Vesper-Signature) when the environment variable
+    /// VESPER_WEBHOOK_SECRET is set, as a gateway with signing on requires.
     #[arg(
         long,
         env = "WEBHOOK_URL",
@@ -207,6 +216,9 @@ impl DataSourceArgs {
                 interval: self.generator_interval,
                 delay: self.generator_delay,
                 autostart: !self.no_generator,
+                // The same variable the gateway reads, so a platform with
+                // signing on still takes its own generator's pushes.
+                signing: WebhookSecret::from_env(),
             },
         }
     }

@@ -187,17 +187,29 @@ impl Inner {
         tracing::Span::current().record("events", events.len());
         let body = json!({
             "events": events.iter().map(upstream_event_json).collect::<Vec<Value>>(),
-        });
+        })
+        .to_string();
         let url = &self.config.webhook_url;
         let span = vesper::telemetry::http_client_span(&reqwest::Method::POST, url.as_str());
         let mut headers = reqwest::header::HeaderMap::new();
         vesper::telemetry::inject_context(&span, &mut headers);
+        headers.insert(
+            reqwest::header::CONTENT_TYPE,
+            reqwest::header::HeaderValue::from_static("application/json"),
+        );
+        if let Some(secret) = &self.config.signing
+            && let Ok(signature) = reqwest::header::HeaderValue::from_str(
+                &secret.sign(vesper::signature::unix_now(), body.as_bytes()),
+            )
+        {
+            headers.insert(vesper::signature::SIGNATURE_HEADER, signature);
+        }
         let outcome = async {
             match self
                 .client
                 .post(url.clone())
                 .headers(headers)
-                .json(&body)
+                .body(body)
                 .send()
                 .await
             {

@@ -54,6 +54,7 @@ fn fast_generator(url: &str, batch: u32) -> DataSourceConfig {
             },
             delay: Duration::ZERO,
             autostart: true,
+            signing: None,
         },
     }
 }
@@ -248,4 +249,54 @@ async fn serve_starts_the_generator_after_its_delay_and_stops_it_on_shutdown() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(bodies.try_recv().is_err(), "no push after shutdown");
     receiver_stop.trigger();
+}
+
+#[tokio::test]
+async fn with_a_secret_every_push_is_signed() {
+    use axum::{body::Bytes, http::HeaderMap};
+    use vesper::signature::{SIGNATURE_HEADER, WebhookSecret};
+
+    let (tx, mut pushes) = mpsc::unbounded_channel::<(HeaderMap, Bytes)>();
+    let app = Router::new().route(
+        "/webhook/events",
+        post(move |headers: HeaderMap, body: Bytes| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send((headers, body));
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!(
+        "http://{}/webhook/events",
+        listener.local_addr().expect("addr")
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let secret = WebhookSecret::new("generator-secret").expect("secret");
+    let mut config = fast_generator(&url, 3);
+    config.generator.signing = Some(secret.clone());
+    let shutdown = Shutdown::new();
+    let service = DataSourceService::new(config, shutdown.clone()).expect("service");
+    service.generator().start();
+    let (headers, body) = tokio::time::timeout(Duration::from_secs(10), pushes.recv())
+        .await
+        .expect("a push within 10 s")
+        .expect("a push");
+    shutdown.trigger();
+
+    let header = headers[SIGNATURE_HEADER].to_str().expect("ascii");
+    let (timestamp, digest) = header
+        .strip_prefix("t=")
+        .and_then(|rest| rest.split_once(",v1="))
+        .expect("t=...,v1=...");
+    let timestamp: i64 = timestamp.parse().expect("unix seconds");
+    let digest = hex::decode(digest).expect("hex digest");
+    assert!(
+        secret.matches(timestamp, &body, &digest),
+        "the signature verifies"
+    );
+    assert!((vesper::signature::unix_now() - timestamp).abs() < 60);
+    assert_eq!(headers["content-type"], "application/json");
 }
