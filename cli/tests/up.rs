@@ -39,10 +39,18 @@ impl Workdir {
     }
 
     fn up_with_env(&self, extra: &[&str], env: &[(&str, String)]) -> VesperProcess {
+        let args = self.platform_args("up", extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        VesperProcess::start_with(Path::new(BIN), &args, env)
+    }
+
+    /// `command` (up or demo) on this lake and WAL, on free ports, with a
+    /// generator that pushes at once and often, then `extra`.
+    fn platform_args(&self, command: &str, extra: &[&str]) -> Vec<String> {
         let lake = self.lake().to_string_lossy().into_owned();
         let wal = self.wal().to_string_lossy().into_owned();
-        let mut args = vec![
-            "up",
+        let mut args: Vec<String> = [
+            command,
             "--grpc-addr",
             "127.0.0.1:0",
             "--http-addr",
@@ -57,9 +65,11 @@ impl Workdir {
             "100ms-200ms",
             "--max-batch-age",
             "1s",
-        ];
-        args.extend_from_slice(extra);
-        VesperProcess::start_with(Path::new(BIN), &args, env)
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+        args
     }
 
     /// Lake files under `prefix` (relative paths), without the lake's own
@@ -338,25 +348,11 @@ fn the_readme_grpcurl_calls_work_against_up() {
 fn demo_ends_with_the_top_5_table_and_a_summary() {
     let work = Workdir::new();
     let results = work.dir.path().join("results/dbt.duckdb");
-    let lake = work.lake().to_string_lossy().into_owned();
-    let wal = work.wal().to_string_lossy().into_owned();
+    let args = work.platform_args("demo", &["--duration", "20s"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let output = VesperProcess::run_with(
         Path::new(BIN),
-        &[
-            "demo",
-            "--duration",
-            "20s",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--lake",
-            &lake,
-            "--wal-dir",
-            &wal,
-            "--generator-delay",
-            "0s",
-        ],
+        &args,
         &[("VESPER_DUCKDB_PATH", results.to_string_lossy().into_owned())],
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
