@@ -199,9 +199,16 @@ async fn metrics_count_the_traffic_exactly() {
         .await
         .expect("answer");
     assert_eq!(resent["duplicates"], 1, "{resent}");
+    // Three events, one of them invalid: the batch is refused whole.
     let mut invalid = purchase();
     invalid["timestamp"] = json!("yesterday");
-    assert_eq!(post(json!({"events": [invalid]})).await.status(), 400);
+    let refused_batch = json!({"events": [
+        event("3d0c2f9e-1b7a-4c55-8a31-5e2b7d9c0a01", "click", json!({})),
+        invalid,
+        event("3d0c2f9e-1b7a-4c55-8a31-5e2b7d9c0a02", "click", json!({})),
+    ]});
+    assert_eq!(post(refused_batch).await.status(), 400);
+    assert_eq!(post(json!({"events": "nope"})).await.status(), 400);
 
     // gRPC callers get the same validation; ingest counts what it rejects.
     let mut ingest_client = EventIngestClient::connect(format!("http://{}", ingest.grpc_addr()))
@@ -270,6 +277,27 @@ async fn metrics_count_the_traffic_exactly() {
         400
     );
 
+    // /health adds both refusals up: three webhook events, two over gRPC.
+    let health: Value = http
+        .get(url("/health"))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("health json");
+    assert_eq!(
+        (
+            &health["accepted"],
+            &health["filtered"],
+            &health["duplicates"],
+            &health["rejected"],
+            &health["flushed_objects"],
+        ),
+        (&json!(2), &json!(1), &json!(2), &json!(5), &json!(1)),
+        "{health}"
+    );
+
     let gateway_after = scrape(&gateway_metrics).await;
     let ingest_after = scrape(&ingest.metrics_url()).await;
     let storage_after = scrape(&storage.metrics_url()).await;
@@ -290,13 +318,22 @@ async fn metrics_count_the_traffic_exactly() {
         g1,
         requests,
         [webhook[0], webhook[1], ("status", "400")],
-        1
+        2
     );
     assert_delta!(
         g0,
         g1,
         "vesper_http_request_duration_seconds_count",
         webhook,
+        4
+    );
+    // The webhook's refusals never reach ingest; the gateway counts them in
+    // the same series.
+    assert_delta!(
+        g0,
+        g1,
+        "vesper_ingest_events_total",
+        [("outcome", "rejected")],
         3
     );
     let users = [("method", "GET"), ("route", "/api/users")];

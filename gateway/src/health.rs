@@ -48,7 +48,10 @@ pub(crate) async fn health(State(state): State<AppState>) -> Json<Value> {
                 ("accepted", json!(stats.accepted)),
                 ("filtered", json!(stats.filtered)),
                 ("duplicates", json!(stats.duplicates)),
-                ("rejected", json!(stats.rejected)),
+                (
+                    "rejected",
+                    json!(stats.rejected.saturating_add(state.webhook_rejected())),
+                ),
                 ("flushed_objects", json!(stats.flushed_objects)),
                 ("flushed_events", json!(stats.flushed_events)),
                 ("refused_batches", json!(stats.refused_batches)),

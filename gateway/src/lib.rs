@@ -1,6 +1,6 @@
 //! The HTTP front of vesper: the old system's public faces (the data
 //! server's REST API and the webhook), each call translated to gRPC on the
-//! services behind it. The gateway holds no state of its own; it starts
+//! services behind it. The gateway holds no data of its own; it starts
 //! while its peers are down, answers 503 on the routes that need them, and
 //! recovers by itself when they come back.
 
@@ -12,7 +12,14 @@ mod peers;
 mod rest;
 mod webhook;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::{Router, routing::get};
 use http::{HeaderName, StatusCode};
@@ -43,6 +50,9 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 pub struct AppState {
     peers: Peers,
     config: Arc<GatewayConfig>,
+    /// Events of webhook batches refused as invalid here, which therefore
+    /// never reach ingest's own count.
+    webhook_rejected: Arc<AtomicU64>,
 }
 
 impl AppState {
@@ -51,7 +61,21 @@ impl AppState {
         Self {
             peers: Peers::connect_lazy(&config),
             config: Arc::new(config),
+            webhook_rejected: Arc::default(),
         }
+    }
+
+    /// Counts the events of a webhook batch refused as invalid.
+    pub(crate) fn count_webhook_rejected(&self, events: u64) {
+        self.webhook_rejected.fetch_add(events, Ordering::Relaxed);
+        // The same series ingest counts its gRPC rejections in: webhook
+        // rejections never reach ingest, so summing never counts twice.
+        metrics::counter!("vesper_ingest_events_total", "outcome" => "rejected").increment(events);
+    }
+
+    /// Events of webhook batches refused as invalid since start.
+    pub(crate) fn webhook_rejected(&self) -> u64 {
+        self.webhook_rejected.load(Ordering::Relaxed)
     }
 
     /// The gRPC peers.

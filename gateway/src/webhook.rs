@@ -50,8 +50,14 @@ async fn receive(
     }
     let value: Value =
         serde_json::from_slice(&raw).map_err(|err| invalid_payload([format!("body: {err}")]))?;
-    let events = vesper::wire::decode_webhook(&value)
-        .map_err(|errors| invalid_payload(errors.iter().map(ToString::to_string)))?;
+    let events = vesper::wire::decode_webhook(&value).map_err(|errors| {
+        let offered = value
+            .get("events")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        state.count_webhook_rejected(u64::try_from(offered).unwrap_or(u64::MAX));
+        invalid_payload(errors.iter().map(ToString::to_string))
+    })?;
     tracing::Span::current().record("events", events.len());
     if events.is_empty() {
         return Ok(success(0, 0, 0));
