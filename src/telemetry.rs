@@ -1,12 +1,18 @@
 //! Telemetry, set up in one place for every service: `tracing` to stderr
 //! (level from `RUST_LOG`, default `info`), and OpenTelemetry traces over
-//! OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set. The standard `OTEL_*`
 //! variables apply (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
 //! `OTEL_TRACES_SAMPLER`, `OTEL_BSP_*`, `OTEL_TRACES_EXPORTER=none`,
-//! `OTEL_SDK_DISABLED`, the exporter's timeout, header and compression
-//! variables). Without an endpoint no exporter, processor or thread is
-//! built, and spans cost what plain `tracing` spans cost.
+//! `OTEL_SDK_DISABLED`, `OTEL_EXPORTER_OTLP_PROTOCOL`, the exporter's
+//! timeout, header and compression variables). Without an endpoint no
+//! exporter, processor or thread is built, and spans cost what plain
+//! `tracing` spans cost.
+//!
+//! The protocol is gRPC unless `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL` says
+//! `http/protobuf`. The specification's default is `http/protobuf`, but
+//! every vesper deployment so far points at a collector's gRPC port (4317),
+//! and an old setting must not change meaning.
 //!
 //! `RUST_LOG` filters only what is printed: spans and events at INFO and
 //! above are exported whatever it says, so quieting the logs never breaks a
@@ -26,6 +32,7 @@ use opentelemetry::{
     propagation::{Extractor, Injector, TextMapPropagator},
     trace::{TraceContextExt, TracerProvider as _},
 };
+use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing::level_filters::LevelFilter;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -131,11 +138,48 @@ fn otlp_wanted(var: impl Fn(&str) -> Option<String>) -> bool {
     !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 }
 
+/// The OTLP transports vesper exports over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OtlpProtocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+/// The protocol the environment (read through `var`) asks for: the
+/// traces-only variable first, then the general one, gRPC when neither is
+/// set. An unsupported value is an error that names the variable.
+fn otlp_protocol(var: impl Fn(&str) -> Option<String>) -> Result<OtlpProtocol, String> {
+    for name in [
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ] {
+        let Some(value) = var(name).filter(|value| !value.trim().is_empty()) else {
+            continue;
+        };
+        return match value.trim().to_ascii_lowercase().as_str() {
+            "grpc" => Ok(OtlpProtocol::Grpc),
+            "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
+            _ => Err(format!(
+                "{name}={value} is not supported; use grpc or http/protobuf"
+            )),
+        };
+    }
+    Ok(OtlpProtocol::Grpc)
+}
+
 fn otlp_provider(service_name: &'static str) -> Option<SdkTracerProvider> {
-    let exporter = match opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .build()
-    {
+    let builder = opentelemetry_otlp::SpanExporter::builder();
+    let exporter = otlp_protocol(|name| env::var(name).ok()).and_then(|protocol| {
+        match protocol {
+            OtlpProtocol::Grpc => builder.with_tonic().build(),
+            OtlpProtocol::HttpProtobuf => builder
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .build(),
+        }
+        .map_err(|err| err.to_string())
+    });
+    let exporter = match exporter {
         Ok(exporter) => exporter,
         Err(err) => {
             eprintln!("vesper: OTLP trace export is off: {err}");
@@ -409,6 +453,34 @@ mod tests {
             endpoint,
             ("OTEL_SDK_DISABLED", "false")
         ])));
+    }
+
+    #[test]
+    fn the_protocol_is_grpc_unless_the_environment_asks_for_http() {
+        assert_eq!(otlp_protocol(env_of(&[])), Ok(OtlpProtocol::Grpc));
+        assert_eq!(
+            otlp_protocol(env_of(&[("OTEL_EXPORTER_OTLP_PROTOCOL", " ")])),
+            Ok(OtlpProtocol::Grpc)
+        );
+        assert_eq!(
+            otlp_protocol(env_of(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "HTTP/Protobuf")])),
+            Ok(OtlpProtocol::HttpProtobuf)
+        );
+        assert_eq!(
+            otlp_protocol(env_of(&[
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+            ])),
+            Ok(OtlpProtocol::Grpc),
+            "the traces-only variable wins"
+        );
+        assert_eq!(
+            otlp_protocol(env_of(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")])),
+            Err(
+                "OTEL_EXPORTER_OTLP_PROTOCOL=http/json is not supported; use grpc or http/protobuf"
+                    .into()
+            )
+        );
     }
 
     #[test]

@@ -24,7 +24,9 @@ use clap::{Parser, Subcommand};
 /// HTTP gateway, writing a lake on a local directory or S3. Every flag has
 /// an environment variable fallback (shown in each command's --help); flags
 /// win over the environment, the environment over defaults. Logs go to
-/// stderr; RUST_LOG sets their level (e.g. RUST_LOG=debug).
+/// stderr; RUST_LOG sets their level (e.g. RUST_LOG=debug). Traces are
+/// exported over OTLP/gRPC when OTEL_EXPORTER_OTLP_ENDPOINT is set
+/// (OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf for OTLP/HTTP).
 #[derive(Debug, Parser)]
 #[command(
     name = "vesper",

@@ -19,7 +19,7 @@ mod upstream;
 
 pub use grpcurl::{Grpcurl, GrpcurlError};
 pub use memory::{peak_rss_bytes, peak_rss_line, rss_bytes};
-pub use otlp::{OtlpCollector, ReceivedSpan};
+pub use otlp::{OtlpCollector, OtlpTransport, ReceivedSpan};
 pub use process::{VesperProcess, vesper_bin};
 pub use prometheus::{Sample, Scrape};
 pub use s3::{ACCESS_KEY_ID, REGION, S3Server, SECRET_ACCESS_KEY, unique_bucket};

@@ -1,5 +1,6 @@
-//! An OpenTelemetry collector inside the test: an OTLP/gRPC trace service
-//! on loopback that keeps every span it receives.
+//! An OpenTelemetry collector inside the test: an OTLP trace receiver on
+//! loopback, over gRPC or over HTTP (`http/protobuf`), that keeps every
+//! span it receives.
 
 use std::{
     net::SocketAddr,
@@ -7,14 +8,22 @@ use std::{
     time::{Duration, Instant},
 };
 
+use axum::{
+    Router,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, HeaderName, StatusCode, header::CONTENT_TYPE},
+    routing::post,
+};
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{
         ExportTraceServiceRequest, ExportTraceServiceResponse,
         trace_service_server::{TraceService, TraceServiceServer},
     },
     common::v1::{AnyValue, any_value::Value},
-    trace::v1::{Span, span::SpanKind, status::StatusCode},
+    trace::v1::{Span, span::SpanKind, status::StatusCode as SpanStatusCode},
 };
+use prost::Message;
 
 /// One received span with the `service.name` of the process that sent it.
 #[derive(Debug, Clone)]
@@ -77,7 +86,7 @@ impl ReceivedSpan {
         self.span
             .status
             .as_ref()
-            .is_some_and(|status| status.code == StatusCode::Error as i32)
+            .is_some_and(|status| status.code == SpanStatusCode::Error as i32)
     }
 
     /// An attribute's value as text (numbers and booleans formatted), if
@@ -111,14 +120,10 @@ struct Sink {
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
 }
 
-#[tonic::async_trait]
-impl TraceService for Sink {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+impl Sink {
+    fn keep(&self, request: ExportTraceServiceRequest) {
         let mut spans = self.spans.lock().expect("collector lock");
-        for resource_spans in request.into_inner().resource_spans {
+        for resource_spans in request.resource_spans {
             let service = resource_spans
                 .resource
                 .iter()
@@ -136,39 +141,113 @@ impl TraceService for Sink {
                 }
             }
         }
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.keep(request.into_inner());
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
+}
+
+/// OTLP/HTTP's trace export: a protobuf `ExportTraceServiceRequest` posted
+/// to `/v1/traces`, answered with a protobuf response.
+async fn export_over_http(
+    State(sink): State<Sink>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<([(HeaderName, &'static str); 1], Vec<u8>), (StatusCode, String)> {
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    if content_type != PROTOBUF {
+        return Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("expected {PROTOBUF}, got {content_type:?}"),
+        ));
+    }
+    let request = ExportTraceServiceRequest::decode(body)
+        .map_err(|err| (StatusCode::BAD_REQUEST, err.to_string()))?;
+    sink.keep(request);
+    Ok((
+        [(CONTENT_TYPE, PROTOBUF)],
+        ExportTraceServiceResponse::default().encode_to_vec(),
+    ))
+}
+
+const PROTOBUF: &str = "application/x-protobuf";
+
+/// The transport a collector receives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpTransport {
+    /// OTLP/gRPC, vesper's default.
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies.
+    HttpProtobuf,
 }
 
 /// A running in-test OTLP collector.
 #[derive(Debug)]
 pub struct OtlpCollector {
     addr: SocketAddr,
+    transport: OtlpTransport,
     sink: Sink,
     stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl OtlpCollector {
-    /// Starts a collector on 127.0.0.1 with a free port (inside a tokio
-    /// runtime).
+    /// Starts an OTLP/gRPC collector on 127.0.0.1 with a free port (inside
+    /// a tokio runtime).
     pub async fn start() -> Self {
+        Self::start_with(OtlpTransport::Grpc).await
+    }
+
+    /// Starts a collector for `transport` on 127.0.0.1 with a free port
+    /// (inside a tokio runtime).
+    pub async fn start_with(transport: OtlpTransport) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the collector");
         let addr = listener.local_addr().expect("collector address");
         let sink = Sink::default();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let service = TraceServiceServer::new(sink.clone());
-        tokio::spawn(async move {
-            let incoming = tonic::transport::server::TcpIncoming::from(listener);
-            let _ = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        Self { addr, sink, stop }
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        match transport {
+            OtlpTransport::Grpc => {
+                let service = TraceServiceServer::new(sink.clone());
+                tokio::spawn(async move {
+                    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+                    let _ = tonic::transport::Server::builder()
+                        .add_service(service)
+                        .serve_with_incoming_shutdown(incoming, stopped)
+                        .await;
+                });
+            }
+            OtlpTransport::HttpProtobuf => {
+                let app = Router::new()
+                    .route("/v1/traces", post(export_over_http))
+                    .with_state(sink.clone());
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(stopped)
+                        .await;
+                });
+            }
+        }
+        Self {
+            addr,
+            transport,
+            sink,
+            stop,
+        }
     }
 
     /// The endpoint for `OTEL_EXPORTER_OTLP_ENDPOINT`.
@@ -179,10 +258,14 @@ impl OtlpCollector {
     /// The environment that points a vesper process at this collector and
     /// makes it export promptly.
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut env = vec![
             ("OTEL_EXPORTER_OTLP_ENDPOINT", self.endpoint()),
             ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
-        ]
+        ];
+        if self.transport == OtlpTransport::HttpProtobuf {
+            env.push(("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_owned()));
+        }
+        env
     }
 
     /// Every span received so far.
