@@ -42,6 +42,21 @@ fn start(args: &[&str], env: &[(&str, String)]) -> VesperProcess {
     VesperProcess::start_with(Path::new(BIN), args, env)
 }
 
+/// A DataSource that exports to `collector` and neither pushes events nor
+/// fails calls, so the traces hold only what a test does.
+fn quiet_datasource(collector: &OtlpCollector) -> VesperProcess {
+    start(
+        &[
+            "datasource",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--no-generator",
+            "--no-faults",
+        ],
+        &collector.env(),
+    )
+}
+
 fn path_arg(path: &Path) -> String {
     path.display().to_string()
 }
@@ -193,16 +208,7 @@ fn is_flush_of_webhook(span: &ReceivedSpan) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_webhook_call_is_traced_to_ingest_and_its_flush_trace_links_back() {
     let collector = OtlpCollector::start().await;
-    let datasource = start(
-        &[
-            "datasource",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--no-generator",
-            "--no-faults",
-        ],
-        &collector.env(),
-    );
+    let datasource = quiet_datasource(&collector);
     let mesh = Mesh::start(&collector, &datasource.grpc_addr().to_string());
     let http = reqwest::Client::new();
 
@@ -476,16 +482,7 @@ async fn a_generated_push_is_one_trace_from_the_generator_to_ingest() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_run_is_one_trace_through_the_gateway_to_datasource_and_storage() {
     let collector = OtlpCollector::start().await;
-    let datasource = start(
-        &[
-            "datasource",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--no-generator",
-            "--no-faults",
-        ],
-        &collector.env(),
-    );
+    let datasource = quiet_datasource(&collector);
     let mesh = Mesh::start(&collector, &datasource.grpc_addr().to_string());
     let storage = mesh.storage.grpc_addr().to_string();
     let output = VesperProcess::run_with(
