@@ -258,6 +258,11 @@ impl ByteSize {
         self.0
     }
 
+    /// `n` kibibytes.
+    pub const fn kib(n: u64) -> Self {
+        Self(n * 1024)
+    }
+
     /// `n` mebibytes.
     pub const fn mib(n: u64) -> Self {
         Self(n * 1024 * 1024)

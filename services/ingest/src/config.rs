@@ -23,6 +23,18 @@ pub const DEFAULT_DEDUP_WINDOW: usize = 100_000;
 pub const DEFAULT_DEDUP_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Default cap of the wait between retries of a failed flush.
 pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(10);
+/// Default bound of one event, as the line it becomes in the lake. The
+/// upstream's events are about 400 bytes; this leaves room for rich
+/// properties while keeping one request, one batch and one object
+/// bounded by a few of them.
+pub const DEFAULT_MAX_EVENT_BYTES: ByteSize = ByteSize::kib(256);
+/// Default bytes of NDJSON per lake object.
+pub const DEFAULT_BATCH_BYTES: ByteSize = ByteSize::mib(8);
+/// Default bound of the accepted events held in memory while they wait
+/// for the lake; past it they wait in the log only.
+pub const DEFAULT_MAX_BUFFERED_BYTES: ByteSize = ByteSize::mib(64);
+/// Default cap of the events of one Ingest call (and one webhook body).
+pub const DEFAULT_MAX_REQUEST_EVENTS: usize = 10_000;
 
 /// How the ingest engine runs.
 #[derive(Debug, Clone)]
@@ -57,6 +69,17 @@ pub struct IngestConfig {
     /// The largest object storage accepts: the gRPC message limit of the
     /// storage client.
     pub max_object_size: u64,
+    /// Largest event, in bytes of its lake line; a call holding a larger
+    /// one is refused whole, naming it.
+    pub max_event_bytes: u64,
+    /// A partition's batch is cut into an object at this many bytes of
+    /// NDJSON (or earlier, at `batch_size` events or `max_batch_age`).
+    pub batch_bytes: u64,
+    /// Bound of the accepted events held in memory; past it they wait in
+    /// the log only and are read back as memory frees.
+    pub max_buffered_bytes: u64,
+    /// Most events in one Ingest call.
+    pub max_request_events: usize,
     /// The file layer of the log ([`StdFs`]; tests inject faults here).
     pub fs: Arc<dyn WalFs>,
 }
@@ -76,12 +99,83 @@ impl IngestConfig {
             retry_max: DEFAULT_RETRY_MAX,
             flush_concurrency: 4,
             max_object_size: vesper_storage::DEFAULT_MAX_OBJECT_SIZE.bytes(),
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES.bytes(),
+            batch_bytes: DEFAULT_BATCH_BYTES.bytes(),
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES.bytes(),
+            max_request_events: DEFAULT_MAX_REQUEST_EVENTS,
             fs: Arc::new(StdFs),
         }
     }
 
     /// The segment size really used: small enough that sealed segments can
     /// be reclaimed well before the log reaches its bound.
+    /// Checks the bounds against each other: one event must fit a batch,
+    /// a batch an object, a batch the memory window, and the largest event
+    /// an Ingest message.
+    pub fn check(&self) -> Result<(), crate::IngestError> {
+        let fail = |message: String| Err(crate::IngestError::Config { message });
+        if self.max_event_bytes == 0 {
+            return fail("--max-event-bytes must be more than 0".into());
+        }
+        if self.max_event_bytes + 1 > self.batch_bytes {
+            return fail(format!(
+                "--batch-bytes ({}) must hold at least one event of --max-event-bytes ({}) and its newline",
+                self.batch_bytes, self.max_event_bytes
+            ));
+        }
+        if self.batch_bytes > self.max_object_size {
+            return fail(format!(
+                "--batch-bytes ({}) must not exceed the object-size limit of storage ({})",
+                self.batch_bytes, self.max_object_size
+            ));
+        }
+        if self.batch_bytes > self.max_buffered_bytes {
+            return fail(format!(
+                "--max-buffered-bytes ({}) must hold at least one batch of --batch-bytes ({})",
+                self.max_buffered_bytes, self.batch_bytes
+            ));
+        }
+        if self.max_event_bytes > self.max_wal_bytes / 4 {
+            return fail(format!(
+                "--max-wal-bytes ({}) must hold at least four events of --max-event-bytes ({})",
+                self.max_wal_bytes, self.max_event_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    /// The largest Ingest message the service decodes: room for one
+    /// event of `max_event_bytes` in its protobuf form (which can be
+    /// several times its JSON for arrays of small numbers), and never less
+    /// than 16 MiB.
+    pub fn max_ingest_message(&self) -> usize {
+        let per_event =
+            usize::try_from(self.max_event_bytes.saturating_mul(8)).unwrap_or(usize::MAX);
+        per_event.max(16 * 1024 * 1024) + vesper::grpc::MESSAGE_OVERHEAD
+    }
+
+    /// Whether a batch of `events` holding `bytes` of NDJSON is due now.
+    pub(crate) fn batch_is_full(&self, events: usize, bytes: u64) -> bool {
+        events >= self.batch_size.max(1) as usize || bytes >= self.batch_bytes
+    }
+
+    /// How many events (from the front, given by their line lengths) make
+    /// one object, and their NDJSON bytes: at most `batch_size` events and
+    /// `batch_bytes` bytes, and always at least one event.
+    pub(crate) fn batch_prefix(&self, line_lengths: impl Iterator<Item = usize>) -> (usize, u64) {
+        let mut bytes = 0;
+        let mut count = 0;
+        for length in line_lengths.take(self.batch_size.max(1) as usize) {
+            let size = length as u64 + 1;
+            if count > 0 && bytes + size > self.batch_bytes {
+                break;
+            }
+            bytes += size;
+            count += 1;
+        }
+        (count, bytes)
+    }
+
     pub(crate) fn effective_segment_bytes(&self) -> u64 {
         self.segment_bytes.min((self.max_wal_bytes / 4).max(4096))
     }
@@ -154,6 +248,51 @@ pub struct IngestEngineArgs {
 
     /// How many recent event ids are remembered to drop duplicates (the
     /// window survives restarts).
+    /// Largest event accepted, in bytes of the line it becomes in the
+    /// lake; a call holding a larger one is refused whole (400 /
+    /// INVALID_ARGUMENT naming the event). Must fit --batch-bytes.
+    #[arg(
+        long,
+        env = "VESPER_MAX_EVENT_BYTES",
+        default_value_t = DEFAULT_MAX_EVENT_BYTES,
+        value_name = "SIZE"
+    )]
+    pub max_event_bytes: ByteSize,
+
+    /// A partition's batch becomes a lake object at this many bytes of
+    /// NDJSON, or earlier at --batch-size events or --max-batch-age. Must
+    /// fit the storage object-size limit.
+    #[arg(
+        long,
+        env = "VESPER_BATCH_BYTES",
+        default_value_t = DEFAULT_BATCH_BYTES,
+        value_name = "SIZE"
+    )]
+    pub batch_bytes: ByteSize,
+
+    /// Accepted events held in memory while they wait for the lake; past
+    /// it they wait in the write-ahead log only and are read back as
+    /// flushes free memory. Bounds ingest's memory whatever the backlog.
+    #[arg(
+        long,
+        env = "VESPER_MAX_BUFFERED_BYTES",
+        default_value_t = DEFAULT_MAX_BUFFERED_BYTES,
+        value_name = "SIZE"
+    )]
+    pub max_buffered_bytes: ByteSize,
+
+    /// Most events in one Ingest call; a larger call is refused whole
+    /// (RESOURCE_EXHAUSTED; 413 through the webhook) before any event is
+    /// looked at.
+    #[arg(
+        long,
+        env = "VESPER_MAX_REQUEST_EVENTS",
+        default_value_t = DEFAULT_MAX_REQUEST_EVENTS,
+        value_parser = parse_request_events,
+        value_name = "N"
+    )]
+    pub max_request_events: usize,
+
     #[arg(
         long,
         env = "VESPER_DEDUP_WINDOW",
@@ -184,6 +323,14 @@ pub struct IngestEngineArgs {
     pub flush_retry_max: Duration,
 }
 
+/// A request-events cap: 1 to 1,000,000.
+fn parse_request_events(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err(format!("{text:?} is not a whole number from 1 to 1000000")),
+    }
+}
+
 impl IngestEngineArgs {
     /// The configuration these options describe.
     pub fn config(&self) -> IngestConfig {
@@ -194,6 +341,10 @@ impl IngestEngineArgs {
             dedup_window: self.dedup_window,
             dedup_ttl: self.dedup_ttl,
             retry_max: self.flush_retry_max,
+            max_event_bytes: self.max_event_bytes.bytes(),
+            batch_bytes: self.batch_bytes.bytes(),
+            max_buffered_bytes: self.max_buffered_bytes.bytes(),
+            max_request_events: self.max_request_events,
             ..IngestConfig::new(&self.wal_dir)
         }
     }

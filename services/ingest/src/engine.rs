@@ -16,12 +16,22 @@
 //!   write fails (disk full), it fails that group and every job queued
 //!   behind it, and releases their ids, all under the state lock, so no
 //!   call can ever count an event as a duplicate of one that was refused.
-//! - **The flusher** (a tokio task) cuts batches (batch size, batch age,
-//!   Flush, shutdown), logs a flush intent for each (its key and sequence
+//! - **The flusher** (a tokio task) cuts batches (batch bytes, batch
+//!   size, batch age, Flush, shutdown), logs a flush intent for each (its key and sequence
 //!   numbers) *before* writing it, writes it through [`ObjectStore`],
 //!   logs the confirmation, and asks the committer to reclaim segments. A
 //!   failed write is retried with capped exponential backoff and full
 //!   jitter; the events stay in the log meanwhile.
+//!
+//! # Memory
+//!
+//! Accepted events wait for the lake in memory only up to
+//! `--max-buffered-bytes`. Past it (a storage outage, or events spread
+//! over many hours) the committer keeps logging them but leaves them on
+//! disk: the log is the backlog. As flushes free memory the committer
+//! reads the backlog back in order, a bounded window at a time; replay
+//! after a restart is the same read from the oldest segment. So memory
+//! stays bounded whatever the log holds.
 //!
 //! # Guarantees
 //!
@@ -33,7 +43,8 @@
 //! first.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashSet, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
+    ops::ControlFlow,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
         mpsc::{self as std_mpsc, Receiver, Sender, TryRecvError},
@@ -56,8 +67,12 @@ use vesper_storage::{ObjectKey, ObjectStore, PutOptions};
 use crate::{
     IngestConfig, IngestError,
     dedup::{DedupWindow, Seen},
+    error::OversizedEvent,
     lake::{self, Partition},
-    wal::{self, Append, Entry, FlushDone, FlushIntent, Frame, Record, Wal},
+    wal::{
+        self, Append, Entry, Events, FlushDone, FlushIntent, Frame, LoggedEvent, Position, Record,
+        Wal,
+    },
 };
 
 /// Jobs one committer group takes at most, so a flood cannot starve the
@@ -67,6 +82,21 @@ const MAX_GROUP_JOBS: usize = 4096;
 /// How often the final flush of a shutdown tries storage before leaving
 /// the events in the log.
 const SHUTDOWN_FLUSH_ATTEMPTS: u32 = 3;
+
+/// How often storage may refuse an object for good (an invalid key, too
+/// large) before it is moved to the dead-letter directory, so that one bad
+/// object never blocks the log.
+const PERMANENT_FAILURES_BEFORE_DEAD_LETTER: u32 = 3;
+
+/// Directory beside the log segments where objects storage refused for
+/// good are kept, one NDJSON file per object.
+pub const DEAD_LETTER_DIR: &str = "dead-letter";
+
+/// Bytes an event in memory costs beyond its line (bookkeeping).
+const BUFFERED_OVERHEAD: u64 = 64;
+
+/// Oversized events listed in one refusal at most.
+const MAX_OVERSIZED_REPORTED: usize = 100;
 
 /// What an Ingest call did with its batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -98,15 +128,30 @@ impl From<FlushOutcome> for FlushResponse {
     }
 }
 
-/// One accepted event waiting for the lake.
+/// One accepted event waiting for the lake, in memory.
 #[derive(Debug, Clone)]
 struct Buffered {
     seq: u64,
-    event: Event,
-    received_at: Timestamp,
+    /// Its lake line, without the newline.
+    line: Bytes,
     trace_context: Option<Arc<str>>,
     /// When it entered its batch (for the age trigger).
     arrival: Instant,
+}
+
+impl Buffered {
+    /// What it costs in memory.
+    fn cost(&self) -> u64 {
+        self.line.len() as u64 + BUFFERED_OVERHEAD
+    }
+}
+
+/// The events of one partition waiting to be cut into an object.
+#[derive(Debug, Default)]
+struct Batch {
+    events: Vec<Buffered>,
+    /// NDJSON bytes of the events, newlines included.
+    bytes: u64,
 }
 
 /// A cut batch: logged as an intent (or about to be), written to the lake
@@ -116,6 +161,8 @@ struct PendingObject {
     key: String,
     events: Vec<Buffered>,
     intent_logged: bool,
+    /// Times storage refused it for good in a row.
+    permanent_failures: u32,
 }
 
 #[derive(Debug, Default)]
@@ -127,6 +174,7 @@ struct Counters {
     flushed_objects: u64,
     flushed_events: u64,
     refused_batches: u64,
+    dead_lettered_objects: u64,
 }
 
 /// Everything the calls, the committer and the flusher share.
@@ -135,10 +183,17 @@ struct State {
     /// The committer's queue; `None` once shutting down.
     jobs: Option<Sender<Job>>,
     dedup: DedupWindow,
-    partitions: BTreeMap<Partition, Vec<Buffered>>,
+    partitions: BTreeMap<Partition, Batch>,
     pending: BTreeMap<String, PendingObject>,
-    /// Sequence numbers of every event not yet confirmed in the lake.
-    unflushed: BTreeSet<u64>,
+    /// Sequence numbers of the events in memory (in `partitions` and
+    /// `pending`), not yet confirmed in the lake.
+    in_memory: BTreeSet<u64>,
+    /// What the events in memory cost (see [`Buffered::cost`]).
+    memory_bytes: u64,
+    /// Events in the log not read back into memory yet.
+    backlog_events: u64,
+    /// No unread event of the backlog has a smaller sequence number.
+    backlog_floor: Option<u64>,
     /// Estimated bytes of appends queued for the committer.
     queued_bytes: u64,
     wal_bytes: u64,
@@ -151,12 +206,23 @@ struct State {
 
 impl State {
     fn buffered_events(&self) -> u64 {
-        self.unflushed.len() as u64
+        self.in_memory.len() as u64 + self.backlog_events
+    }
+
+    /// The smallest sequence number not yet in the lake, if any.
+    fn unflushed_floor(&self) -> Option<u64> {
+        let in_memory = self.in_memory.first().copied();
+        match (in_memory, self.backlog_floor) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn record_gauges(&self) {
         metrics::gauge!("vesper_ingest_wal_bytes").set(self.wal_bytes as f64);
         metrics::gauge!("vesper_ingest_buffered_events").set(self.buffered_events() as f64);
+        metrics::gauge!("vesper_ingest_buffered_bytes").set(self.memory_bytes as f64);
+        metrics::gauge!("vesper_ingest_backlog_events").set(self.backlog_events as f64);
     }
 }
 
@@ -182,7 +248,7 @@ impl Shared {
 enum Job {
     /// Log accepted events; acknowledge once durable and batched.
     Append {
-        events: Vec<Event>,
+        events: Vec<LoggedEvent>,
         ids: Vec<u128>,
         received_at: Timestamp,
         trace_context: Option<String>,
@@ -198,8 +264,13 @@ enum Job {
     Barrier {
         ack: oneshot::Sender<Result<(), IngestError>>,
     },
-    /// Give back log space the lake has confirmed.
+    /// Give back log space the lake has confirmed, and read more of the
+    /// backlog into the memory that freed.
     Reclaim,
+    /// Read more of the backlog now; acknowledge once done.
+    ReadBacklog {
+        ack: oneshot::Sender<Result<(), IngestError>>,
+    },
 }
 
 impl Job {
@@ -217,7 +288,7 @@ impl Job {
                 ack,
                 ..
             } => refuse_append(state, &ids, estimated_bytes, ack, error),
-            Self::Log { ack, .. } | Self::Barrier { ack } => {
+            Self::Log { ack, .. } | Self::Barrier { ack } | Self::ReadBacklog { ack } => {
                 let _ = ack.send(Err(IngestError::WalWrite {
                     message: error.to_owned(),
                 }));
@@ -272,13 +343,16 @@ impl IngestEngine {
         config: IngestConfig,
         store: Arc<dyn ObjectStore>,
     ) -> Result<Self, IngestError> {
+        config.check()?;
         let started = Instant::now();
-        let (wal, replayed, snapshot) = {
+        let (wal, replayed, snapshot, index) = {
             let dir = config.wal_dir.clone();
             let fs = Arc::clone(&config.fs);
             let segment_bytes = config.effective_segment_bytes();
             tokio::task::spawn_blocking(move || {
-                let (wal, replayed) = Wal::open(&dir, fs, segment_bytes)?;
+                let mut index = ReplayIndex::default();
+                let (wal, replayed) =
+                    Wal::open(&dir, fs, segment_bytes, |_, record| index.add(record))?;
                 let snapshot = match std::fs::read(dir.join(wal::DEDUP_SNAPSHOT)) {
                     Ok(bytes) => Some(bytes),
                     Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
@@ -287,7 +361,7 @@ impl IngestEngine {
                         None
                     }
                 };
-                Ok::<_, IngestError>((wal, replayed, snapshot))
+                Ok::<_, IngestError>((wal, replayed, snapshot, index))
             })
             .await
             .map_err(|_| IngestError::EngineStopped)??
@@ -303,18 +377,27 @@ impl IngestEngine {
                 "the deduplication snapshot is unusable; the window is rebuilt from the log alone"
             );
         }
-        let recovered = recover(replayed.records, &mut dedup);
+        for (id, received_ms) in &index.ids {
+            dedup.offer(*id, *received_ms, true);
+        }
+        dedup.evict(now_ms);
+        let dedup_ids = dedup.len();
+        let backlog = index.into_backlog(replayed.start);
         let wal_id = wal.wal_id().to_owned();
         let wal_bytes = wal.bytes();
 
         let (jobs, job_queue) = std_mpsc::channel();
         let flusher_jobs = jobs.clone();
-        let mut state = State {
+        let replayed_events = backlog.as_ref().map_or(0, |backlog| backlog.events);
+        let state = State {
             jobs: Some(jobs),
             dedup,
             partitions: BTreeMap::new(),
             pending: BTreeMap::new(),
-            unflushed: BTreeSet::new(),
+            in_memory: BTreeSet::new(),
+            memory_bytes: 0,
+            backlog_events: replayed_events,
+            backlog_floor: backlog.as_ref().map(|backlog| backlog.floor_seq),
             queued_bytes: 0,
             wal_bytes,
             counters: Counters::default(),
@@ -322,32 +405,21 @@ impl IngestEngine {
             last_flush_error: String::new(),
             retry_after: config.retry_initial,
         };
-        let replayed_events = recovered.buffered.len()
-            + recovered
-                .pending
-                .iter()
-                .map(|object| object.events.len())
-                .sum::<usize>();
-        for object in recovered.pending {
-            state
-                .unflushed
-                .extend(object.events.iter().map(|event| event.seq));
-            state.pending.insert(object.key.clone(), object);
-        }
-        for event in recovered.buffered {
-            buffer_event(&mut state, event);
-        }
         state.record_gauges();
-        // The bound, beside the level, so that one query shows how full the
-        // log is (past the bound the webhook answers 503).
+        // The bounds, beside the levels, so that one query shows how full
+        // the log and the memory window are (past the log's bound the
+        // webhook answers 503).
         metrics::gauge!("vesper_ingest_wal_limit_bytes").set(config.max_wal_bytes as f64);
+        metrics::gauge!("vesper_ingest_buffered_limit_bytes").set(config.max_buffered_bytes as f64);
         tracing::info!(
             wal_dir = %config.wal_dir.display(),
             wal_id,
             wal_bytes,
             unflushed_events = replayed_events,
-            dedup_ids = state.dedup.len(),
+            dedup_ids,
             torn_segments = replayed.torn_segments,
+            damaged_records = replayed.damaged,
+            quarantined_bytes = replayed.quarantined_bytes,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "write-ahead log replayed"
         );
@@ -362,7 +434,7 @@ impl IngestEngine {
             let writer_shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("vesper-wal".into())
-                .spawn(move || run_committer(&writer_shared, wal, &job_queue))
+                .spawn(move || run_committer(&writer_shared, wal, backlog, &job_queue))
                 .map_err(|source| IngestError::Io {
                     action: "cannot start the log writer for",
                     path: shared.config.wal_dir.clone(),
@@ -387,9 +459,6 @@ impl IngestEngine {
             flusher,
             committer,
         });
-        if replayed_events > 0 {
-            engine.shared.kick.notify_one();
-        }
         Ok(engine)
     }
 
@@ -412,34 +481,88 @@ impl IngestEngine {
     }
 
     /// Appends a validated batch: drops signups and duplicates, logs the
-    /// rest durably, and returns once they are on disk.
+    /// rest durably, and returns once they are on disk. An event whose
+    /// lake line is over `max_event_bytes` refuses the whole batch
+    /// ([`IngestError::EventsTooLarge`]); nothing of it is stored.
     pub async fn ingest(&self, events: Vec<Event>) -> Result<IngestOutcome, IngestError> {
         let received_at = vesper::wire::from_datetime(time::OffsetDateTime::now_utc());
         let now_ms = unix_millis(SystemTime::now());
         let trace_context = telemetry::current_trace_context();
         let mut outcome = IngestOutcome::default();
+
+        // Rendered before the lock: this is the CPU-heavy part of a call.
+        let max_event_bytes = self.shared.config.max_event_bytes;
+        let mut candidates = Vec::with_capacity(events.len());
+        let mut oversized = Vec::new();
+        let mut oversized_count = 0_usize;
+        for (index, event) in events.iter().enumerate() {
+            if event.event_type == EventType::Signup as i32 {
+                outcome.filtered += 1;
+                continue;
+            }
+            let line = lake::event_line(event, &received_at);
+            if line.len() as u64 > max_event_bytes {
+                oversized_count += 1;
+                if oversized.len() < MAX_OVERSIZED_REPORTED {
+                    oversized.push(OversizedEvent {
+                        index,
+                        bytes: line.len() as u64,
+                    });
+                }
+                continue;
+            }
+            let hour = event
+                .timestamp
+                .as_ref()
+                .and_then(Partition::of)
+                .map(|partition| partition.unix_hour());
+            let Some(hour) = hour else {
+                // Validation guarantees a timestamp in range.
+                return Err(IngestError::Unplaceable {
+                    index,
+                    event_id: event.event_id.clone(),
+                });
+            };
+            let id = uuid::Uuid::try_parse(&event.event_id)
+                .ok()
+                .map(|id| id.as_u128());
+            candidates.push((
+                id,
+                LoggedEvent {
+                    id: id.map(|id| id.to_be_bytes().to_vec()).unwrap_or_default(),
+                    hour,
+                    line: Bytes::from(line),
+                },
+            ));
+        }
+        if oversized_count > 0 {
+            self.count_rejected(events.len());
+            return Err(IngestError::EventsTooLarge {
+                events: oversized,
+                more: oversized_count.saturating_sub(MAX_OVERSIZED_REPORTED),
+                limit: max_event_bytes,
+            });
+        }
+        drop(events);
+
         let (ack, acked) = oneshot::channel();
         {
             let mut state = self.shared.lock();
             let Some(jobs) = state.jobs.clone() else {
                 return Err(IngestError::ShuttingDown);
             };
-            let mut accepted = Vec::with_capacity(events.len());
-            let mut ids = Vec::with_capacity(events.len());
+            let mut accepted = Vec::with_capacity(candidates.len());
+            let mut ids = Vec::with_capacity(candidates.len());
             let mut waits_for_pending = false;
-            for event in events {
-                if event.event_type == EventType::Signup as i32 {
-                    outcome.filtered += 1;
-                    continue;
-                }
-                let Ok(id) = uuid::Uuid::try_parse(&event.event_id) else {
+            for (id, event) in candidates {
+                let Some(id) = id else {
                     // Validation guarantees a UUID; keep the event rather than guess.
                     accepted.push(event);
                     continue;
                 };
-                match state.dedup.offer(id.as_u128(), now_ms, false) {
+                match state.dedup.offer(id, now_ms, false) {
                     Seen::New => {
-                        ids.push(id.as_u128());
+                        ids.push(id);
                         accepted.push(event);
                     }
                     Seen::Durable => outcome.duplicates += 1,
@@ -453,7 +576,7 @@ impl IngestEngine {
             // already in the log is answered even when the log is full.
             let estimated_bytes = accepted
                 .iter()
-                .map(|event| prost::Message::encoded_len(event) as u64 + 16)
+                .map(|event| event.line.len() as u64 + 48)
                 .sum::<u64>()
                 + 64;
             let occupied = state.wal_bytes + state.queued_bytes;
@@ -629,7 +752,28 @@ impl IngestEngine {
             if !forced && retry_at.is_some_and(|at| tokio::time::Instant::now() < at) {
                 continue;
             }
-            let result = self.flush_round(&jobs, forced).await;
+            let mut result = self.flush_round(&jobs, forced).await;
+            // A flush on request writes the backlog too, a memory window at
+            // a time.
+            while forced && result.is_ok() && self.shared.lock().backlog_floor.is_some() {
+                let (ack, acked) = oneshot::channel();
+                if jobs.send(Job::ReadBacklog { ack }).is_err() || acked.await.is_err() {
+                    break;
+                }
+                let more = self.flush_round(&jobs, forced).await;
+                match (&mut result, more) {
+                    // Reading made no progress (a read error, logged): stop
+                    // rather than spin; the backlog is read after the next
+                    // flush.
+                    (Ok(_), Ok(outcome)) if outcome.keys.is_empty() => break,
+                    (Ok(so_far), Ok(outcome)) => {
+                        so_far.events += outcome.events;
+                        so_far.keys.extend(outcome.keys);
+                    }
+                    (_, Err(err)) => result = Err(err),
+                    (Err(_), Ok(_)) => {}
+                }
+            }
             match &result {
                 Ok(_) => {
                     failures = 0;
@@ -663,15 +807,14 @@ impl IngestEngine {
         let now = tokio::time::Instant::now();
         let config = &self.shared.config;
         let state = self.shared.lock();
-        let batch_size = config.batch_size as usize;
         let mut wake = now + Duration::from_secs(3600);
         if !state.pending.is_empty() {
             wake = now;
         }
-        for events in state.partitions.values() {
-            if events.len() >= batch_size {
+        for batch in state.partitions.values() {
+            if config.batch_is_full(batch.events.len(), batch.bytes) {
                 wake = now;
-            } else if let Some(first) = events.first() {
+            } else if let Some(first) = batch.events.first() {
                 wake = wake.min(tokio::time::Instant::from_std(
                     first.arrival + config.max_batch_age,
                 ));
@@ -764,6 +907,9 @@ impl IngestEngine {
             match result {
                 Ok(()) => confirmed.push(key),
                 Err(err) => {
+                    if err.is_permanent() && self.dead_letter_if_hopeless(&key, &err).await {
+                        confirmed.push(key);
+                    }
                     first_error.get_or_insert(err);
                 }
             }
@@ -806,7 +952,8 @@ impl IngestEngine {
                     continue;
                 };
                 for event in &object.events {
-                    state.unflushed.remove(&event.seq);
+                    state.in_memory.remove(&event.seq);
+                    state.memory_bytes = state.memory_bytes.saturating_sub(event.cost());
                 }
                 let events = object.events.len() as u64;
                 state.counters.flushed_objects += 1;
@@ -827,25 +974,30 @@ impl IngestEngine {
         }
     }
 
-    /// Moves due events from their partitions into pending objects.
+    /// Moves due events from their partitions into pending objects: full
+    /// batches (by bytes or by count) always, aged ones too, every one
+    /// when `forced`.
     fn cut_batches(&self, forced: bool) {
         let config = &self.shared.config;
-        let batch_size = config.batch_size.max(1) as usize;
         let now = Instant::now();
         let mut state = self.shared.lock();
         let mut cut = Vec::new();
-        for (partition, events) in &mut state.partitions {
-            while events.len() >= batch_size {
-                cut.push((*partition, events.drain(..batch_size).collect::<Vec<_>>()));
-            }
-            let aged = events
+        for (partition, batch) in &mut state.partitions {
+            let aged = batch
+                .events
                 .first()
                 .is_some_and(|first| now.duration_since(first.arrival) >= config.max_batch_age);
-            if !events.is_empty() && (forced || aged) {
-                cut.push((*partition, std::mem::take(events)));
+            let take_all = forced || aged;
+            while !batch.events.is_empty()
+                && (take_all || config.batch_is_full(batch.events.len(), batch.bytes))
+            {
+                let (count, bytes) =
+                    config.batch_prefix(batch.events.iter().map(|event| event.line.len()));
+                batch.bytes -= bytes;
+                cut.push((*partition, batch.events.drain(..count).collect::<Vec<_>>()));
             }
         }
-        state.partitions.retain(|_, events| !events.is_empty());
+        state.partitions.retain(|_, batch| !batch.events.is_empty());
         for (partition, mut events) in cut {
             events.sort_by_key(|event| event.seq);
             let (Some(first), Some(last)) = (events.first(), events.last()) else {
@@ -858,10 +1010,71 @@ impl IngestEngine {
                     key,
                     events,
                     intent_logged: false,
+                    permanent_failures: 0,
                 },
             );
         }
     }
+
+    /// Counts a permanent refusal of `key`; past the bound, moves the
+    /// object to the dead-letter directory beside the log (fsynced) and
+    /// answers `true`: it may then be confirmed, so it never blocks the log.
+    async fn dead_letter_if_hopeless(&self, key: &str, err: &IngestError) -> bool {
+        let body = {
+            let mut state = self.shared.lock();
+            let Some(object) = state.pending.get_mut(key) else {
+                return false;
+            };
+            object.permanent_failures += 1;
+            if object.permanent_failures < PERMANENT_FAILURES_BEFORE_DEAD_LETTER {
+                return false;
+            }
+            object_body(&object.events).0
+        };
+        let dir = self.shared.config.wal_dir.join(DEAD_LETTER_DIR);
+        let path = dir.join(dead_letter_name(key));
+        let fs = Arc::clone(&self.shared.config.fs);
+        let written = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&dir)?;
+                fs.write_atomic(&path, &body)
+            })
+            .await
+        };
+        match written {
+            Ok(Ok(())) => {
+                let events = self
+                    .shared
+                    .lock()
+                    .pending
+                    .get(key)
+                    .map_or(0, |object| object.events.len());
+                self.shared.lock().counters.dead_lettered_objects += 1;
+                metrics::counter!("vesper_ingest_dead_lettered_events_total")
+                    .increment(events as u64);
+                tracing::error!(
+                    key,
+                    events,
+                    path = %path.display(),
+                    error = %err,
+                    "storage refused an object for good; it is moved to the dead-letter directory (see the docs to re-drive it)"
+                );
+                true
+            }
+            Ok(Err(io)) => {
+                tracing::error!(key, path = %path.display(), error = %io, "cannot write a dead letter; the object stays in the log and is retried");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// The dead-letter file name of an object key: the key with `%` and `/`
+/// escaped, so that it is one file name and decodes back to the key.
+pub fn dead_letter_name(key: &str) -> String {
+    key.replace('%', "%25").replace('/', "%2F")
 }
 
 /// Records the counters of a successful call.
@@ -882,19 +1095,21 @@ fn record_outcome(state: &mut State, outcome: IngestOutcome) {
     }
 }
 
-/// Adds a durable event to its partition's batch; `true` when it starts
-/// the batch (the flusher has a new deadline to watch).
-fn buffer_event(state: &mut State, event: Buffered) -> bool {
-    let Some(partition) = event.event.timestamp.as_ref().and_then(Partition::of) else {
-        // Validation rules this out; an event without a partition would
-        // hold its log segment forever, so say so loudly.
-        tracing::error!(event_id = %event.event.event_id, seq = event.seq, "event without a valid timestamp in the log; it cannot be placed in the lake");
-        return false;
-    };
-    state.unflushed.insert(event.seq);
+/// Adds a durable event to its partition's batch in memory; `true` when
+/// the flusher has something new to watch (a batch started, so a new
+/// deadline, or a batch is full).
+fn buffer_event(
+    state: &mut State,
+    config: &IngestConfig,
+    partition: Partition,
+    event: Buffered,
+) -> bool {
+    state.in_memory.insert(event.seq);
+    state.memory_bytes += event.cost();
     let batch = state.partitions.entry(partition).or_default();
-    batch.push(event);
-    batch.len() == 1
+    batch.bytes += event.line.len() as u64 + 1;
+    batch.events.push(event);
+    batch.events.len() == 1 || config.batch_is_full(batch.events.len(), batch.bytes)
 }
 
 /// Sends records to the committer and waits for each; results by key.
@@ -927,14 +1142,12 @@ type CallTraces = Vec<(Arc<str>, usize)>;
 
 /// The NDJSON body of an object, and the calls whose events it holds.
 fn object_body(events: &[Buffered]) -> (Bytes, CallTraces) {
-    let mut body = Vec::with_capacity(events.len() * 400);
+    let size = events.iter().map(|event| event.line.len() + 1).sum();
+    let mut body = Vec::with_capacity(size);
     let mut traces = CallTraces::new();
     for event in events {
-        let line = lake::event_record(&event.event, &event.received_at);
-        // A `Value` always serializes.
-        if serde_json::to_writer(&mut body, &line).is_ok() {
-            body.push(b'\n');
-        }
+        body.extend_from_slice(&event.line);
+        body.push(b'\n');
         if let Some(trace) = &event.trace_context {
             match traces.iter_mut().find(|(known, _)| known == trace) {
                 Some((_, count)) => *count += 1,
@@ -974,15 +1187,11 @@ async fn put_object(
     }
     let started = Instant::now();
     let result = async {
-        let key = ObjectKey::new(key).map_err(|err| IngestError::Storage {
-            message: err.to_string(),
-        })?;
+        let key = ObjectKey::new(key).map_err(|err| IngestError::storage(&err))?;
         store
             .put(&key, body, PutOptions::content_type(lake::CONTENT_TYPE))
             .await
-            .map_err(|err| IngestError::Storage {
-                message: err.to_string(),
-            })
+            .map_err(|err| IngestError::storage(&err))
     }
     .instrument(span.clone())
     .await;
@@ -1028,7 +1237,13 @@ fn unix_millis(time: SystemTime) -> i64 {
 
 // ------------------------------------------------------------ committer
 
-fn run_committer(shared: &Shared, mut wal: Wal, queue: &Receiver<Job>) {
+fn run_committer(
+    shared: &Shared,
+    mut wal: Wal,
+    mut backlog: Option<Backlog>,
+    queue: &Receiver<Job>,
+) {
+    read_backlog(shared, &wal, &mut backlog);
     let mut jobs: VecDeque<Job> = VecDeque::new();
     loop {
         if jobs.is_empty() {
@@ -1046,7 +1261,7 @@ fn run_committer(shared: &Shared, mut wal: Wal, queue: &Receiver<Job>) {
         let writes = jobs.iter().take_while(|job| job.is_write()).count();
         if writes > 0 {
             let group: Vec<Job> = jobs.drain(..writes).collect();
-            if let Err(err) = commit(shared, &mut wal, group) {
+            if let Err(err) = commit(shared, &mut wal, &mut backlog, group) {
                 // Everything queued behind the failed group may count on it
                 // (an id it claimed); fail it all, atomically with respect
                 // to new calls.
@@ -1067,17 +1282,29 @@ fn run_committer(shared: &Shared, mut wal: Wal, queue: &Receiver<Job>) {
             Some(Job::Barrier { ack }) => {
                 let _ = ack.send(Ok(()));
             }
-            Some(Job::Reclaim) => reclaim(shared, &mut wal),
+            Some(Job::Reclaim) => {
+                read_backlog(shared, &wal, &mut backlog);
+                reclaim(shared, &mut wal);
+            }
+            Some(Job::ReadBacklog { ack }) => {
+                read_backlog(shared, &wal, &mut backlog);
+                let _ = ack.send(Ok(()));
+            }
             Some(other) => jobs.push_front(other),
             None => {}
         }
     }
 }
 
-/// Writes one group of records with one fsync, then batches and
-/// acknowledges the appends. On error the group is failed here and the
-/// error returned so the caller fails what queued behind it.
-fn commit(shared: &Shared, wal: &mut Wal, group: Vec<Job>) -> Result<(), std::io::Error> {
+/// Writes one group of records with one fsync, then batches (or leaves in
+/// the backlog) and acknowledges the appends. On error the group is failed
+/// here and the error returned so the caller fails what queued behind it.
+fn commit(
+    shared: &Shared,
+    wal: &mut Wal,
+    backlog: &mut Option<Backlog>,
+    group: Vec<Job>,
+) -> Result<(), std::io::Error> {
     let mut frames = Vec::with_capacity(group.len());
     let mut next_seq = wal.next_seq();
     let mut appended = Vec::with_capacity(group.len());
@@ -1095,20 +1322,24 @@ fn commit(shared: &Shared, wal: &mut Wal, group: Vec<Job>) -> Result<(), std::io
                 let count = events.len() as u64;
                 let first_seq = next_seq;
                 next_seq += count;
-                let record = Record::new(Entry::Append(Append {
+                let record = Record::new(Entry::Events(Events {
                     first_seq,
                     events,
                     received_at: Some(received_at),
                     trace_context,
                 }));
+                let offset = frames
+                    .iter()
+                    .map(|frame: &Frame| frame.bytes.len())
+                    .sum::<usize>();
                 frames.push(Frame {
                     bytes: record.frame(),
                     max_event_seq: count.checked_sub(1).map(|last| first_seq + last),
                 });
-                let Some(Entry::Append(append)) = record.entry else {
+                let Some(Entry::Events(events)) = record.entry else {
                     continue;
                 };
-                appended.push((append, ids, estimated_bytes, ack));
+                appended.push((events, offset, ids, estimated_bytes, ack));
             }
             Job::Log { record, ack } => {
                 frames.push(Frame {
@@ -1117,7 +1348,7 @@ fn commit(shared: &Shared, wal: &mut Wal, group: Vec<Job>) -> Result<(), std::io
                 });
                 logs.push(ack);
             }
-            Job::Barrier { .. } | Job::Reclaim => {}
+            Job::Barrier { .. } | Job::Reclaim | Job::ReadBacklog { .. } => {}
         }
     }
     // Numbers handed out are never handed out again, even if this write
@@ -1126,53 +1357,71 @@ fn commit(shared: &Shared, wal: &mut Wal, group: Vec<Job>) -> Result<(), std::io
     let result = wal.append(&frames);
     let mut state = shared.lock();
     state.wal_bytes = wal.bytes();
-    match &result {
-        Ok(()) => {
+    match result {
+        Ok(start) => {
+            let config = &shared.config;
             let arrival = Instant::now();
-            let batch_size = shared.config.batch_size as usize;
             let mut wake_flusher = false;
-            for (append, ids, estimated_bytes, _) in &mut appended {
+            for (events, offset, ids, estimated_bytes, _) in &mut appended {
                 state.queued_bytes = state.queued_bytes.saturating_sub(*estimated_bytes);
                 for id in ids.iter() {
                     state.dedup.confirm(*id);
                 }
-                let received_at = append.received_at.unwrap_or_default();
+                let count = events.events.len() as u64;
+                // Past the memory bound the events stay in the log only, and
+                // so does everything after them until the backlog is read.
+                if backlog.is_some() || state.memory_bytes >= config.max_buffered_bytes {
+                    let log = backlog.get_or_insert_with(|| {
+                        Backlog::at(
+                            Position {
+                                segment: start.segment,
+                                offset: start.offset + *offset as u64,
+                            },
+                            events.first_seq,
+                        )
+                    });
+                    log.events += count;
+                    state.backlog_events = log.events;
+                    state.backlog_floor = Some(log.floor_seq);
+                    continue;
+                }
                 let trace_context: Option<Arc<str>> =
-                    append.trace_context.as_deref().map(Arc::from);
-                let first_seq = append.first_seq;
-                for (offset, event) in std::mem::take(&mut append.events).into_iter().enumerate() {
+                    events.trace_context.as_deref().map(Arc::from);
+                let first_seq = events.first_seq;
+                for (offset, event) in std::mem::take(&mut events.events).into_iter().enumerate() {
+                    let Some(partition) = Partition::from_unix_hour(event.hour) else {
+                        continue;
+                    };
                     wake_flusher |= buffer_event(
                         &mut state,
+                        config,
+                        partition,
                         Buffered {
                             seq: first_seq + offset as u64,
-                            event,
-                            received_at,
+                            line: event.line,
                             trace_context: trace_context.clone(),
                             arrival,
                         },
                     );
                 }
             }
-            wake_flusher |= state
-                .partitions
-                .values()
-                .any(|events| events.len() >= batch_size);
             state.record_gauges();
             drop(state);
             if wake_flusher {
                 shared.kick.notify_one();
             }
-            for (_, _, _, ack) in appended {
+            for (_, _, _, _, ack) in appended {
                 let _ = ack.send(Ok(()));
             }
             for ack in logs {
                 let _ = ack.send(Ok(()));
             }
+            Ok(())
         }
         Err(err) => {
             tracing::warn!(error = %err, "write-ahead log append failed; the batch is refused and nothing of it is kept");
             let message = err.to_string();
-            for (_, ids, estimated_bytes, ack) in appended {
+            for (_, _, ids, estimated_bytes, ack) in appended {
                 refuse_append(&mut state, &ids, estimated_bytes, ack, &message);
             }
             for ack in logs {
@@ -1180,21 +1429,21 @@ fn commit(shared: &Shared, wal: &mut Wal, group: Vec<Job>) -> Result<(), std::io
                     message: message.clone(),
                 }));
             }
+            Err(err)
         }
     }
-    result
 }
 
 fn reclaim(shared: &Shared, wal: &mut Wal) {
     let (floor, drained) = {
         let state = shared.lock();
         let floor = state
-            .unflushed
-            .first()
-            .copied()
+            .unflushed_floor()
             .unwrap_or(u64::MAX)
             .min(wal.next_seq());
-        (floor, state.unflushed.is_empty() && state.queued_bytes == 0)
+        let drained =
+            state.in_memory.is_empty() && state.backlog_floor.is_none() && state.queued_bytes == 0;
+        (floor, drained)
     };
     let result = wal.reclaim(floor, drained, || shared.lock().dedup.snapshot());
     let mut state = shared.lock();
@@ -1213,89 +1462,304 @@ fn reclaim(shared: &Shared, wal: &mut Wal) {
     }
 }
 
-// ------------------------------------------------------------ recovery
+// ------------------------------------------------------------ backlog
 
-/// What the log held that the lake has not confirmed.
-#[derive(Debug, Default)]
-struct Recovered {
-    /// Under an unconfirmed intent: written again under the same key.
-    pending: Vec<PendingObject>,
-    /// In no intent: batched again.
-    buffered: Vec<Buffered>,
+/// Events in the log that are not in memory: everything from `cursor` on
+/// that is not in the lake yet. After a restart that is the whole log;
+/// while running, what arrived past the memory bound.
+#[derive(Debug)]
+struct Backlog {
+    /// The next record to read.
+    cursor: Position,
+    /// Every unread event has at least this sequence number.
+    floor_seq: u64,
+    /// Unread events (for the gauges; exact after a clean read).
+    events: u64,
+    /// From replay: events the lake already has, ascending.
+    flushed: Vec<u64>,
+    /// From replay: events under a flush intent storage never confirmed,
+    /// with the intent's key.
+    intended: HashMap<u64, Arc<str>>,
+    /// From replay: those intents, with the events read so far.
+    open_intents: HashMap<Arc<str>, OpenIntent>,
 }
 
-/// Rebuilds the unflushed state and the deduplication window from the
-/// log's records.
-fn recover(records: Vec<Record>, dedup: &mut DedupWindow) -> Recovered {
-    let arrival = Instant::now();
-    let mut events: BTreeMap<u64, Buffered> = BTreeMap::new();
-    let mut intents: Vec<FlushIntent> = Vec::new();
-    let mut done: HashSet<String> = HashSet::new();
-    for record in records {
+#[derive(Debug)]
+struct OpenIntent {
+    expected: usize,
+    events: Vec<Buffered>,
+}
+
+impl Backlog {
+    /// A backlog that starts at `cursor` with event `first_seq`.
+    fn at(cursor: Position, first_seq: u64) -> Self {
+        Self {
+            cursor,
+            floor_seq: first_seq,
+            events: 0,
+            flushed: Vec::new(),
+            intended: HashMap::new(),
+            open_intents: HashMap::new(),
+        }
+    }
+}
+
+/// What replay gathers while the log is opened: the small records only.
+#[derive(Debug, Default)]
+struct ReplayIndex {
+    /// Every logged event id with its receive time, for the window.
+    ids: Vec<(u128, i64)>,
+    /// `(first_seq, count)` of every logged call.
+    appends: Vec<(u64, u64)>,
+    intents: Vec<FlushIntent>,
+    done: HashSet<String>,
+}
+
+impl ReplayIndex {
+    fn add(&mut self, record: Record) {
         match record.entry {
-            Some(Entry::Append(append)) => {
-                let received_at = append.received_at.unwrap_or_default();
-                let received_ms = received_at.seconds.saturating_mul(1000);
-                let trace_context: Option<Arc<str>> =
-                    append.trace_context.as_deref().map(Arc::from);
-                for (offset, event) in append.events.into_iter().enumerate() {
-                    if let Ok(id) = uuid::Uuid::try_parse(&event.event_id) {
-                        dedup.offer(id.as_u128(), received_ms, true);
+            Some(Entry::Events(events)) => {
+                let received_ms = events
+                    .received_at
+                    .map_or(0, |at| at.seconds.saturating_mul(1000));
+                for event in &events.events {
+                    if let Ok(id) = <[u8; 16]>::try_from(event.id.as_slice()) {
+                        self.ids.push((u128::from_be_bytes(id), received_ms));
                     }
-                    let seq = append.first_seq + offset as u64;
-                    events.insert(
-                        seq,
-                        Buffered {
-                            seq,
-                            event,
-                            received_at,
-                            trace_context: trace_context.clone(),
-                            arrival,
-                        },
-                    );
                 }
+                self.appends
+                    .push((events.first_seq, events.events.len() as u64));
             }
-            Some(Entry::Intent(intent)) => intents.push(intent),
-            Some(Entry::Done(confirmed)) => {
-                done.insert(confirmed.key);
+            Some(Entry::Append(append)) => {
+                let received_ms = append
+                    .received_at
+                    .map_or(0, |at| at.seconds.saturating_mul(1000));
+                for event in &append.events {
+                    if let Ok(id) = uuid::Uuid::try_parse(&event.event_id) {
+                        self.ids.push((id.as_u128(), received_ms));
+                    }
+                }
+                self.appends
+                    .push((append.first_seq, append.events.len() as u64));
+            }
+            Some(Entry::Intent(intent)) => self.intents.push(intent),
+            Some(Entry::Done(done)) => {
+                self.done.insert(done.key);
             }
             Some(Entry::Start(_)) | None => {}
         }
     }
-    dedup.evict(unix_millis(SystemTime::now()));
-    let mut recovered = Recovered::default();
-    let mut seen_keys: HashSet<String> = HashSet::new();
-    for intent in intents {
-        if done.contains(&intent.key) || !seen_keys.insert(intent.key.clone()) {
-            for seq in &intent.seqs {
-                events.remove(seq);
+
+    /// The backlog to read from `start`, or `None` when the log holds no
+    /// event the lake lacks.
+    fn into_backlog(self, start: Position) -> Option<Backlog> {
+        let mut flushed = Vec::new();
+        let mut intended = HashMap::new();
+        let mut open_intents = HashMap::new();
+        for intent in self.intents {
+            if self.done.contains(&intent.key) {
+                flushed.extend(intent.seqs);
+                continue;
             }
-            continue;
-        }
-        let present = intent.seqs.iter().all(|seq| events.contains_key(seq));
-        if !present {
-            // Only a damaged log gets here: writing a subset under the same
-            // key could shrink an object already in the lake, so the events
-            // left are batched afresh instead.
-            tracing::warn!(
-                key = intent.key,
-                "a flush intent refers to events no longer in the log; its remaining events are written under a new key"
+            let key: Arc<str> = Arc::from(intent.key.as_str());
+            if open_intents.contains_key(&key) {
+                continue;
+            }
+            for seq in &intent.seqs {
+                intended.insert(*seq, Arc::clone(&key));
+            }
+            open_intents.insert(
+                key,
+                OpenIntent {
+                    expected: intent.seqs.len(),
+                    events: Vec::new(),
+                },
             );
-            continue;
         }
-        let batch = intent
-            .seqs
-            .iter()
-            .filter_map(|seq| events.remove(seq))
-            .collect();
-        recovered.pending.push(PendingObject {
-            key: intent.key,
-            events: batch,
-            intent_logged: true,
-        });
+        flushed.sort_unstable();
+        flushed.dedup();
+        let mut events = 0;
+        for (first, count) in &self.appends {
+            let end = first + count;
+            let lo = flushed.partition_point(|seq| seq < first);
+            let hi = flushed.partition_point(|seq| *seq < end);
+            events += count - (hi - lo) as u64;
+        }
+        if events == 0 {
+            return None;
+        }
+        Some(Backlog {
+            cursor: start,
+            floor_seq: 0,
+            events,
+            flushed,
+            intended,
+            open_intents,
+        })
     }
-    recovered.buffered = events.into_values().collect();
-    recovered
+}
+
+/// Reads the backlog into memory, in log order, until the memory bound
+/// (and every replayed intent is complete) or the end of the log, where
+/// the backlog ends. Runs on the committer thread, so nothing is appended
+/// meanwhile.
+fn read_backlog(shared: &Shared, wal: &Wal, backlog: &mut Option<Backlog>) {
+    let Some(log) = backlog.as_mut() else {
+        return;
+    };
+    let config = &shared.config;
+    let full = |state: &State, log: &Backlog| {
+        state.memory_bytes >= config.max_buffered_bytes && log.open_intents.is_empty()
+    };
+    if full(&shared.lock(), log) {
+        return;
+    }
+    let arrival = Instant::now();
+    let mut wake_flusher = false;
+    let from = log.cursor;
+    let read = wal.read_from(from, |after, record| {
+        let (first_seq, received_at, trace_context, events) = match record.entry {
+            Some(Entry::Events(events)) => (
+                events.first_seq,
+                events.received_at.unwrap_or_default(),
+                events.trace_context,
+                events
+                    .events
+                    .into_iter()
+                    .map(|event| (Partition::from_unix_hour(event.hour), event.line))
+                    .collect::<Vec<_>>(),
+            ),
+            Some(Entry::Append(Append {
+                first_seq,
+                events,
+                received_at,
+                trace_context,
+            })) => {
+                let received_at = received_at.unwrap_or_default();
+                let lines = events
+                    .iter()
+                    .map(|event| {
+                        (
+                            event.timestamp.as_ref().and_then(Partition::of),
+                            Bytes::from(lake::event_line(event, &received_at)),
+                        )
+                    })
+                    .collect();
+                (first_seq, received_at, trace_context, lines)
+            }
+            _ => {
+                log.cursor = after;
+                return ControlFlow::Continue(());
+            }
+        };
+        let _ = received_at;
+        let trace_context: Option<Arc<str>> = trace_context.as_deref().map(Arc::from);
+        let mut state = shared.lock();
+        let end_seq = first_seq + events.len() as u64;
+        for (offset, (partition, line)) in events.into_iter().enumerate() {
+            let seq = first_seq + offset as u64;
+            if seq < log.floor_seq || log.flushed.binary_search(&seq).is_ok() {
+                continue;
+            }
+            log.events = log.events.saturating_sub(1);
+            let Some(partition) = partition else {
+                tracing::error!(
+                    seq,
+                    "an event in the log has no valid hour; it cannot be placed in the lake"
+                );
+                continue;
+            };
+            let event = Buffered {
+                seq,
+                line,
+                trace_context: trace_context.clone(),
+                arrival,
+            };
+            if let Some(key) = log.intended.remove(&seq) {
+                if let Some(intent) = log.open_intents.get_mut(&key) {
+                    intent.events.push(event);
+                    if intent.events.len() == intent.expected
+                        && let Some(intent) = log.open_intents.remove(&key)
+                    {
+                        adopt_intent(&mut state, &key, intent.events);
+                        wake_flusher = true;
+                    }
+                }
+                continue;
+            }
+            wake_flusher |= buffer_event(&mut state, config, partition, event);
+        }
+        log.floor_seq = log.floor_seq.max(end_seq);
+        log.cursor = after;
+        state.backlog_events = log.events;
+        state.backlog_floor = Some(log.floor_seq);
+        if full(&state, log) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    match read {
+        Ok((_, true)) => {
+            let mut state = shared.lock();
+            for (key, intent) in std::mem::take(&mut log.open_intents) {
+                // Only a damaged log gets here: writing a subset under the
+                // same key could shrink an object already in the lake, so the
+                // events left are batched afresh instead.
+                tracing::warn!(
+                    key = %key,
+                    found = intent.events.len(),
+                    expected = intent.expected,
+                    "a flush intent refers to events no longer in the log; its remaining events are written under a new key"
+                );
+                for event in intent.events {
+                    let partition = partition_of_key(&key);
+                    if let Some(partition) = partition {
+                        wake_flusher |= buffer_event(&mut state, config, partition, event);
+                    }
+                }
+            }
+            state.backlog_events = 0;
+            state.backlog_floor = None;
+            state.record_gauges();
+            *backlog = None;
+        }
+        Ok((_, false)) => shared.lock().record_gauges(),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read the write-ahead log backlog yet; retrying after the next flush");
+        }
+    }
+    if wake_flusher {
+        shared.kick.notify_one();
+    }
+}
+
+/// Takes a replayed, complete flush intent as a pending object, to be
+/// written again under its key.
+fn adopt_intent(state: &mut State, key: &str, mut events: Vec<Buffered>) {
+    events.sort_by_key(|event| event.seq);
+    for event in &events {
+        state.in_memory.insert(event.seq);
+        state.memory_bytes += event.cost();
+    }
+    state.pending.insert(
+        key.to_owned(),
+        PendingObject {
+            key: key.to_owned(),
+            events,
+            intent_logged: true,
+            permanent_failures: 0,
+        },
+    );
+}
+
+/// The partition an event object key names (`events/dt=…/hour=…/…`).
+fn partition_of_key(key: &str) -> Option<Partition> {
+    let mut parts = key.strip_prefix(lake::EVENTS_PREFIX)?.split('/');
+    let date = parts.next()?.strip_prefix("dt=")?;
+    let hour = parts.next()?.strip_prefix("hour=")?;
+    let timestamp = vesper::wire::parse_timestamp(&format!("{date}T{hour}:00:00Z"))?;
+    Partition::of(&timestamp)
 }
 
 #[cfg(test)]

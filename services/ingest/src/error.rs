@@ -4,6 +4,15 @@ use std::{io, path::PathBuf, time::Duration};
 
 use vesper::{ErrorCode, ServiceError, grpc::RETRY_AFTER_METADATA};
 
+/// An event over the size bound, by its place in the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OversizedEvent {
+    /// Its index in the call's events.
+    pub index: usize,
+    /// Bytes of its lake line.
+    pub bytes: u64,
+}
+
 /// Why an ingest operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -28,6 +37,44 @@ pub enum IngestError {
         /// The system's words.
         message: String,
     },
+    /// Events of the call are larger than `--max-event-bytes` as lake
+    /// lines; nothing of the call was stored.
+    #[error(
+        "{} event(s) over the limit of {limit} bytes as written to the lake (--max-event-bytes); nothing was stored",
+        events.len() + more
+    )]
+    EventsTooLarge {
+        /// The first of them.
+        events: Vec<OversizedEvent>,
+        /// How many more there were.
+        more: usize,
+        /// The bound.
+        limit: u64,
+    },
+    /// The call holds more events than one call may.
+    #[error(
+        "{events} events in one call, over the limit of {limit} (--max-request-events); split the batch"
+    )]
+    TooManyEvents {
+        /// Events in the call.
+        events: usize,
+        /// The bound.
+        limit: usize,
+    },
+    /// An event has no hour to be placed in (validation rules this out).
+    #[error("events[{index}] ({event_id}) has no timestamp in range")]
+    Unplaceable {
+        /// Its index in the call.
+        index: usize,
+        /// Its id.
+        event_id: String,
+    },
+    /// The settings contradict each other.
+    #[error("invalid ingest settings: {message}")]
+    Config {
+        /// Which bounds clash, by their flags.
+        message: String,
+    },
     /// The service is shutting down and takes no new events.
     #[error("ingest is shutting down; retry against another instance or later")]
     ShuttingDown,
@@ -37,6 +84,9 @@ pub enum IngestError {
     Storage {
         /// What storage said.
         message: String,
+        /// Storage refused the object itself (an invalid key, too large):
+        /// retrying the same object cannot help.
+        permanent: bool,
     },
     /// The write-ahead log directory cannot be opened or read at start.
     #[error("{action} {path}: {source}")]
@@ -61,6 +111,28 @@ pub enum IngestError {
 }
 
 impl IngestError {
+    /// A storage failure, permanent when storage refused the object itself.
+    pub(crate) fn storage(err: &vesper_storage::StorageError) -> Self {
+        Self::Storage {
+            message: err.to_string(),
+            permanent: matches!(
+                err.code(),
+                ErrorCode::InvalidArgument | ErrorCode::ResourceExhausted
+            ),
+        }
+    }
+
+    /// Retrying the same object cannot succeed.
+    pub(crate) fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Self::Storage {
+                permanent: true,
+                ..
+            }
+        )
+    }
+
     /// The same error for another waiter (the system errors inside are not
     /// `Clone`; their text is kept).
     pub(crate) fn duplicate(&self) -> Self {
@@ -78,11 +150,33 @@ impl IngestError {
                 message: message.clone(),
             },
             Self::ShuttingDown => Self::ShuttingDown,
-            Self::Storage { message } => Self::Storage {
+            Self::Storage { message, permanent } => Self::Storage {
+                message: message.clone(),
+                permanent: *permanent,
+            },
+            Self::EventsTooLarge {
+                events,
+                more,
+                limit,
+            } => Self::EventsTooLarge {
+                events: events.clone(),
+                more: *more,
+                limit: *limit,
+            },
+            Self::TooManyEvents { events, limit } => Self::TooManyEvents {
+                events: *events,
+                limit: *limit,
+            },
+            Self::Unplaceable { index, event_id } => Self::Unplaceable {
+                index: *index,
+                event_id: event_id.clone(),
+            },
+            Self::Config { message } => Self::Config {
                 message: message.clone(),
             },
             Self::Io { .. } | Self::Serve { .. } | Self::EngineStopped => Self::Storage {
                 message: self.to_string(),
+                permanent: false,
             },
         }
     }
@@ -95,7 +189,13 @@ impl IngestError {
             Self::WalWrite { .. } | Self::ShuttingDown | Self::Storage { .. } => {
                 Some(Duration::from_secs(1))
             }
-            Self::Io { .. } | Self::Serve { .. } | Self::EngineStopped => None,
+            Self::Io { .. }
+            | Self::Serve { .. }
+            | Self::EngineStopped
+            | Self::EventsTooLarge { .. }
+            | Self::TooManyEvents { .. }
+            | Self::Unplaceable { .. }
+            | Self::Config { .. } => None,
         }
     }
 }
@@ -107,7 +207,11 @@ impl ServiceError for IngestError {
             | Self::WalWrite { .. }
             | Self::ShuttingDown
             | Self::Storage { .. } => ErrorCode::Unavailable,
-            Self::Io { .. } | Self::Serve { .. } | Self::EngineStopped => ErrorCode::Internal,
+            Self::EventsTooLarge { .. } | Self::Unplaceable { .. } => ErrorCode::InvalidArgument,
+            Self::TooManyEvents { .. } => ErrorCode::ResourceExhausted,
+            Self::Config { .. } | Self::Io { .. } | Self::Serve { .. } | Self::EngineStopped => {
+                ErrorCode::Internal
+            }
         }
     }
 }

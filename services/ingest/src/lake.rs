@@ -52,6 +52,25 @@ impl Partition {
         })
     }
 
+    /// The partition of an hour counted from the Unix epoch (the form the
+    /// log keeps); `None` out of range.
+    pub fn from_unix_hour(hour: i64) -> Option<Self> {
+        let seconds = hour.checked_mul(3600)?;
+        Self::of(&Timestamp { seconds, nanos: 0 })
+    }
+
+    /// Hours from the Unix epoch to the start of this partition.
+    pub fn unix_hour(&self) -> i64 {
+        let date = time::Date::from_calendar_date(
+            self.year,
+            time::Month::try_from(self.month).unwrap_or(time::Month::January),
+            self.day,
+        )
+        .unwrap_or(time::Date::MIN);
+        let midnight = date.midnight().assume_utc().unix_timestamp();
+        midnight.div_euclid(3600) + i64::from(self.hour)
+    }
+
     /// The object key of the events numbered `first..=last` of log `wal_id`
     /// in this partition.
     pub fn object_key(&self, first: u64, last: u64, wal_id: &str) -> String {
@@ -111,6 +130,12 @@ pub fn event_record(event: &Event, received_at: &Timestamp) -> Value {
     Value::Object(record)
 }
 
+/// One lake line for an event, serialized, without the newline.
+pub fn event_line(event: &Event, received_at: &Timestamp) -> Vec<u8> {
+    // Serializing a `Value` into a Vec cannot fail.
+    serde_json::to_vec(&event_record(event, received_at)).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use vesper::v1::{Properties, PurchaseProperties, User, UserStatus, properties::Typed};
@@ -132,6 +157,12 @@ mod tests {
         let midnight = Partition::of(&timestamp("2026-01-01T00:00:00Z")).expect("in range");
         assert_eq!(midnight.to_string(), "dt=2026-01-01/hour=00");
         assert!(midnight < partition);
+        for partition in [partition, midnight] {
+            assert_eq!(
+                Partition::from_unix_hour(partition.unix_hour()),
+                Some(partition)
+            );
+        }
     }
 
     #[test]

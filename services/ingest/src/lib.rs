@@ -20,10 +20,11 @@ mod service;
 mod wal;
 
 pub use config::{
-    DEFAULT_BATCH_SIZE, DEFAULT_DEDUP_TTL, DEFAULT_DEDUP_WINDOW, DEFAULT_MAX_BATCH_AGE,
-    DEFAULT_MAX_WAL_BYTES, DEFAULT_RETRY_MAX, DEFAULT_SEGMENT_BYTES, IngestArgs, IngestConfig,
-    IngestEngineArgs,
+    DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE, DEFAULT_DEDUP_TTL, DEFAULT_DEDUP_WINDOW,
+    DEFAULT_MAX_BATCH_AGE, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_REQUEST_EVENTS, DEFAULT_MAX_WAL_BYTES, DEFAULT_RETRY_MAX, DEFAULT_SEGMENT_BYTES,
+    IngestArgs, IngestConfig, IngestEngineArgs,
 };
-pub use engine::{FlushOutcome, IngestEngine, IngestOutcome};
-pub use error::IngestError;
+pub use engine::{DEAD_LETTER_DIR, FlushOutcome, IngestEngine, IngestOutcome, dead_letter_name};
+pub use error::{IngestError, OversizedEvent};
 pub use service::{IngestService, MAX_INGEST_MESSAGE, serve, serve_engine};

@@ -17,9 +17,13 @@ use vesper_storage::RemoteStore;
 
 use crate::{IngestConfig, IngestEngine, IngestError};
 
-/// The largest Ingest request: well above the gateway's default 1 MiB
-/// webhook body, whose protobuf form is smaller than its JSON.
+/// The largest Ingest request at the default event bound: well above the
+/// gateway's default 1 MiB webhook body, whose protobuf form is smaller
+/// than its JSON. See [`IngestConfig::max_ingest_message`].
 pub const MAX_INGEST_MESSAGE: usize = 16 * 1024 * 1024 + MESSAGE_OVERHEAD;
+
+/// Problems reported in one refused call at most; the rest are counted.
+pub(crate) const MAX_REPORTED_ERRORS: usize = 100;
 
 /// Serves EventIngest.
 #[derive(Debug, Clone)]
@@ -35,7 +39,8 @@ impl IngestService {
 
     /// The tonic server.
     pub fn into_server(self) -> EventIngestServer<Self> {
-        EventIngestServer::new(self).max_decoding_message_size(MAX_INGEST_MESSAGE)
+        let max_message = self.engine.config().max_ingest_message();
+        EventIngestServer::new(self).max_decoding_message_size(max_message)
     }
 }
 
@@ -50,20 +55,40 @@ impl EventIngest for IngestService {
         request: Request<IngestRequest>,
     ) -> Result<Response<IngestResponse>, Status> {
         let events = request.into_inner().events;
+        let limit = self.engine.config().max_request_events;
+        if events.len() > limit {
+            self.engine.count_rejected(events.len());
+            return Err(IngestError::TooManyEvents {
+                events: events.len(),
+                limit,
+            }
+            .into());
+        }
         // The same rules as the webhook, for callers that come over gRPC.
-        let errors: Vec<EventError> = events
-            .iter()
-            .enumerate()
-            .flat_map(|(index, event)| {
-                validate_event(&format!("events[{index}]"), event)
-                    .into_iter()
-                    .map(move |error| EventError {
+        // Collecting stops at a cap: a call of many bad events costs no
+        // more than a call of a few.
+        let mut errors: Vec<EventError> = Vec::new();
+        let mut more = 0_usize;
+        for (index, event) in events.iter().enumerate() {
+            for error in validate_event(&format!("events[{index}]"), event) {
+                if errors.len() < MAX_REPORTED_ERRORS {
+                    errors.push(EventError {
                         index: u32::try_from(index).unwrap_or(u32::MAX),
                         field: error.path,
                         reason: error.reason,
-                    })
-            })
-            .collect();
+                    });
+                } else {
+                    more += 1;
+                }
+            }
+        }
+        if more > 0 {
+            errors.push(EventError {
+                index: u32::MAX,
+                field: "events".into(),
+                reason: format!("... and {more} more problems"),
+            });
+        }
         if !errors.is_empty() {
             self.engine.count_rejected(events.len());
             tracing::debug!(problems = errors.len(), "batch rejected");
@@ -72,7 +97,37 @@ impl EventIngest for IngestService {
                 ..IngestResponse::default()
             }));
         }
-        let outcome = self.engine.ingest(events).await?;
+        let outcome = match self.engine.ingest(events).await {
+            Err(IngestError::EventsTooLarge {
+                events,
+                more,
+                limit,
+            }) => {
+                let mut errors: Vec<EventError> = events
+                    .iter()
+                    .map(|event| EventError {
+                        index: u32::try_from(event.index).unwrap_or(u32::MAX),
+                        field: format!("events[{}]", event.index),
+                        reason: format!(
+                            "{} bytes as written to the lake, over the limit of {limit} (--max-event-bytes)",
+                            event.bytes
+                        ),
+                    })
+                    .collect();
+                if more > 0 {
+                    errors.push(EventError {
+                        index: u32::MAX,
+                        field: "events".into(),
+                        reason: format!("... and {more} more events over the limit"),
+                    });
+                }
+                return Ok(Response::new(IngestResponse {
+                    errors,
+                    ..IngestResponse::default()
+                }));
+            }
+            other => other?,
+        };
         let span = tracing::Span::current();
         span.record("accepted", outcome.accepted);
         span.record("filtered", outcome.filtered);

@@ -21,15 +21,34 @@
 //! sequence numbers it holds) and [`FlushDone`] records (storage confirmed
 //! that object).
 //!
+//! Since the second format, an accepted call is logged as an [`Events`]
+//! record: each event as the exact lake line it becomes, with its id and
+//! its hour partition beside it. The record is flat (no message nests
+//! deeper than three levels, whatever the event held), so decoding it can
+//! never fail on something the encoder wrote: the nesting of `properties`
+//! that once tripped the decoder's recursion limit is opaque bytes here.
+//! Logs of the first format ([`Append`] records of protobuf events) are
+//! still read.
+//!
 //! # Replay
 //!
-//! On open, every segment is read in order and every frame checked: a frame
-//! whose length runs past the end of the file, whose checksum does not
-//! match, or whose payload does not decode ends that segment. That is a
-//! torn write (a power cut in the middle of an append, which was never
-//! acknowledged): the bytes from there on are cut away with a warning and
-//! every complete record before them is kept. The log never refuses to
-//! start because of a torn tail.
+//! On open, every segment is read in order and every frame checked (its
+//! length, its CRC-32, its decoding). A frame that fails where nothing
+//! readable follows it in the newest segment is a torn write (a power cut
+//! in the middle of an append, which was never acknowledged): it is cut
+//! away with a warning. A frame that fails where complete frames or later
+//! segments follow is corruption of acknowledged data, never a torn tail:
+//! reading resumes at the next frame that checks, every record that
+//! decodes is kept, and the damaged bytes are copied to
+//! `quarantine/segment-<index>-at-<offset>.bin` beside the log, counted in
+//! `vesper_ingest_wal_damaged_bytes_total` and reported with an error that
+//! names the segment and the offset. The log never refuses to start
+//! because of damage.
+//!
+//! Replay streams: one segment at a time is in memory, and only the
+//! small records (flush intents and confirmations, ids for the
+//! deduplication window) are kept. The events themselves are read back by
+//! the engine in bounded windows ([`Wal::read_from`]).
 //!
 //! # Writing
 //!
@@ -50,10 +69,12 @@
 use std::{
     collections::VecDeque,
     io,
+    ops::ControlFlow,
     path::{Path, PathBuf},
     sync::Arc,
 };
 
+use bytes::Bytes;
 use prost::Message;
 use prost_types::Timestamp;
 use vesper::v1::Event;
@@ -63,9 +84,13 @@ use crate::{IngestError, fs::WalFs};
 /// Bytes before each record's payload: length and checksum.
 const FRAME_HEADER: usize = 8;
 
-/// The largest payload replay believes; a larger length is garbage from a
-/// torn write.
+/// The largest payload replay believes; a larger length is garbage.
 const MAX_PAYLOAD: u32 = 256 * 1024 * 1024;
+
+/// The first byte of every record's payload: the key of one of the
+/// [`Entry`] fields (numbers 1 to 5, length-delimited). Resynchronising
+/// after damage only checks candidates that start with one of these.
+const RECORD_KEYS: [u8; 5] = [0x0a, 0x12, 0x1a, 0x22, 0x2a];
 
 const SEGMENT_PREFIX: &str = "segment-";
 const SEGMENT_SUFFIX: &str = ".wal";
@@ -73,11 +98,14 @@ const SEGMENT_SUFFIX: &str = ".wal";
 /// File name of the deduplication snapshot inside the log directory.
 pub(crate) const DEDUP_SNAPSHOT: &str = "dedup.snapshot";
 
+/// Directory beside the segments where damaged bytes are copied.
+pub(crate) const QUARANTINE_DIR: &str = "quarantine";
+
 /// One record of the log.
 #[derive(Clone, PartialEq, prost::Message)]
 pub(crate) struct Record {
     /// What the record says.
-    #[prost(oneof = "Entry", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "Entry", tags = "1, 2, 3, 4, 5")]
     pub(crate) entry: Option<Entry>,
 }
 
@@ -87,7 +115,8 @@ pub(crate) enum Entry {
     /// First record of every segment.
     #[prost(message, tag = "1")]
     Start(SegmentStart),
-    /// Events accepted by one Ingest call.
+    /// Events accepted by one Ingest call, in the first log format (read,
+    /// never written).
     #[prost(message, tag = "2")]
     Append(Append),
     /// A batch about to be written to the lake.
@@ -96,6 +125,9 @@ pub(crate) enum Entry {
     /// Storage confirmed a batch.
     #[prost(message, tag = "4")]
     Done(FlushDone),
+    /// Events accepted by one Ingest call, as lake lines.
+    #[prost(message, tag = "5")]
+    Events(Events),
 }
 
 /// First record of every segment.
@@ -111,8 +143,8 @@ pub(crate) struct SegmentStart {
     pub(crate) next_seq: u64,
 }
 
-/// The events accepted by one Ingest call, after filtering and
-/// deduplication.
+/// The events accepted by one Ingest call in the first log format: whole
+/// protobuf events, whose nesting the decoder limits.
 #[derive(Clone, PartialEq, prost::Message)]
 pub(crate) struct Append {
     /// Sequence number of the first event; the others follow one by one.
@@ -127,6 +159,39 @@ pub(crate) struct Append {
     /// The caller's W3C `traceparent`, so the flush can link to it.
     #[prost(string, optional, tag = "4")]
     pub(crate) trace_context: Option<String>,
+}
+
+/// The events accepted by one Ingest call, after filtering and
+/// deduplication, each as the line it becomes in the lake.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct Events {
+    /// Sequence number of the first event; the others follow one by one.
+    #[prost(uint64, tag = "1")]
+    pub(crate) first_seq: u64,
+    /// The events.
+    #[prost(message, repeated, tag = "2")]
+    pub(crate) events: Vec<LoggedEvent>,
+    /// When the call was received (also inside every line); the age of
+    /// its ids in the deduplication window.
+    #[prost(message, optional, tag = "3")]
+    pub(crate) received_at: Option<Timestamp>,
+    /// The caller's W3C `traceparent`, so the flush can link to it.
+    #[prost(string, optional, tag = "4")]
+    pub(crate) trace_context: Option<String>,
+}
+
+/// One accepted event as the log keeps it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct LoggedEvent {
+    /// The event id as 16 big-endian bytes: the deduplication key.
+    #[prost(bytes = "vec", tag = "1")]
+    pub(crate) id: Vec<u8>,
+    /// The hour of event time since the Unix epoch: the lake partition.
+    #[prost(int64, tag = "2")]
+    pub(crate) hour: i64,
+    /// The lake line, without its newline.
+    #[prost(bytes = "bytes", tag = "3")]
+    pub(crate) line: Bytes,
 }
 
 /// A batch about to be written to the lake. Logged before the write, so a
@@ -159,20 +224,23 @@ impl Record {
 
     /// The record framed for the log: length, checksum, payload.
     pub(crate) fn frame(&self) -> Vec<u8> {
-        let payload = self.encode_to_vec();
-        let mut frame = Vec::with_capacity(FRAME_HEADER + payload.len());
+        let length = self.encoded_len();
+        let mut frame = Vec::with_capacity(FRAME_HEADER + length);
+        frame.extend_from_slice(&[0; FRAME_HEADER]);
+        // Encoding into a Vec cannot run out of space.
+        let _ = self.encode(&mut frame);
         // Payloads are bounded by the gRPC message limit, far below 4 GiB.
-        let length = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-        frame.extend_from_slice(&length.to_le_bytes());
-        frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        frame.extend_from_slice(&payload);
+        let length = u32::try_from(length).unwrap_or(u32::MAX);
+        let checksum = crc32fast::hash(&frame[FRAME_HEADER..]);
+        frame[..4].copy_from_slice(&length.to_le_bytes());
+        frame[4..FRAME_HEADER].copy_from_slice(&checksum.to_le_bytes());
         frame
     }
 }
 
-/// Why reading a segment stopped before its end.
+/// Why a frame could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TornReason {
+pub(crate) enum FrameFault {
     /// Fewer bytes than a frame header.
     PartialHeader,
     /// The length runs past the end of the file (or is absurd).
@@ -183,8 +251,8 @@ pub(crate) enum TornReason {
     Undecodable,
 }
 
-impl TornReason {
-    fn describe(self) -> &'static str {
+impl FrameFault {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             Self::PartialHeader => "a partial frame header",
             Self::PartialPayload => "a partial record",
@@ -194,33 +262,106 @@ impl TornReason {
     }
 }
 
-/// Decodes the frames of one segment: every complete record, and where and
-/// why decoding stopped when it stopped before the end.
-pub(crate) fn decode_frames(bytes: &[u8]) -> (Vec<Record>, Option<(usize, TornReason)>) {
-    let mut records = Vec::new();
+/// Bytes of a segment that could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Damage {
+    /// Where the damage starts, from the start of what was scanned.
+    pub(crate) offset: usize,
+    /// How many bytes it covers.
+    pub(crate) len: usize,
+    /// Why the first frame there failed.
+    pub(crate) fault: FrameFault,
+    /// Nothing readable follows it: a torn tail when the segment is the
+    /// newest.
+    pub(crate) at_end: bool,
+}
+
+/// Checks and decodes the frame at `offset`: the record and the frame's
+/// length.
+fn read_frame(bytes: &[u8], offset: usize) -> Result<(Record, usize), FrameFault> {
+    let rest = bytes.get(offset..).unwrap_or_default();
+    let Some((header, body)) = rest.split_first_chunk::<FRAME_HEADER>() else {
+        return Err(FrameFault::PartialHeader);
+    };
+    let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let checksum = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let length_usize = usize::try_from(length).unwrap_or(usize::MAX);
+    if length > MAX_PAYLOAD || length_usize > body.len() {
+        return Err(FrameFault::PartialPayload);
+    }
+    let payload = &body[..length_usize];
+    if crc32fast::hash(payload) != checksum {
+        return Err(FrameFault::Checksum);
+    }
+    let record = Record::decode(payload).map_err(|_| FrameFault::Undecodable)?;
+    Ok((record, FRAME_HEADER + length_usize))
+}
+
+/// The offset of the first frame after `from` that checks and decodes.
+fn resync(bytes: &[u8], from: usize) -> Option<usize> {
+    (from..bytes.len().saturating_sub(FRAME_HEADER)).find(|&offset| {
+        let header = &bytes[offset..offset + FRAME_HEADER];
+        let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let room = bytes.len() - offset - FRAME_HEADER;
+        // Cheap filters first: most offsets fail them, so the checksum is
+        // rarely computed.
+        usize::try_from(length).is_ok_and(|length| length > 0 && length <= room)
+            && RECORD_KEYS.contains(&bytes[offset + FRAME_HEADER])
+            && read_frame(bytes, offset).is_ok()
+    })
+}
+
+/// Reads every frame of `bytes`: each record with its offset and the
+/// offset after it, in order, until `visit` breaks. Damaged stretches are
+/// skipped (reading resumes at the next frame that checks) and returned.
+/// Returns the offset where reading stopped (`bytes.len()` at the end).
+pub(crate) fn scan_frames(
+    bytes: &[u8],
+    mut visit: impl FnMut(usize, usize, Record) -> ControlFlow<()>,
+) -> (usize, Vec<Damage>) {
+    let mut damages = Vec::new();
     let mut offset = 0;
     while offset < bytes.len() {
-        let rest = &bytes[offset..];
-        let Some((header, body)) = rest.split_first_chunk::<FRAME_HEADER>() else {
-            return (records, Some((offset, TornReason::PartialHeader)));
-        };
-        let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-        let checksum = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        let length_usize = usize::try_from(length).unwrap_or(usize::MAX);
-        if length > MAX_PAYLOAD || length_usize > body.len() {
-            return (records, Some((offset, TornReason::PartialPayload)));
+        match read_frame(bytes, offset) {
+            Ok((record, length)) => {
+                let next = offset + length;
+                if visit(offset, next, record).is_break() {
+                    return (next, damages);
+                }
+                offset = next;
+            }
+            Err(fault) => match resync(bytes, offset + 1) {
+                Some(next) => {
+                    damages.push(Damage {
+                        offset,
+                        len: next - offset,
+                        fault,
+                        at_end: false,
+                    });
+                    offset = next;
+                }
+                None => {
+                    damages.push(Damage {
+                        offset,
+                        len: bytes.len() - offset,
+                        fault,
+                        at_end: true,
+                    });
+                    return (bytes.len(), damages);
+                }
+            },
         }
-        let payload = &body[..length_usize];
-        if crc32fast::hash(payload) != checksum {
-            return (records, Some((offset, TornReason::Checksum)));
-        }
-        match Record::decode(payload) {
-            Ok(record) => records.push(record),
-            Err(_) => return (records, Some((offset, TornReason::Undecodable))),
-        }
-        offset += FRAME_HEADER + length_usize;
     }
-    (records, None)
+    (offset, damages)
+}
+
+/// A place in the log: a segment and a byte offset in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub(crate) struct Position {
+    /// The segment's index (its file name).
+    pub(crate) segment: u64,
+    /// Bytes from the start of the segment.
+    pub(crate) offset: u64,
 }
 
 /// One frame to append, with the largest event sequence number it holds
@@ -235,6 +376,7 @@ pub(crate) struct Frame {
 
 #[derive(Debug)]
 struct Segment {
+    index: u64,
     path: PathBuf,
     bytes: u64,
     max_event_seq: Option<u64>,
@@ -251,14 +393,17 @@ struct ActiveSegment {
     poisoned: bool,
 }
 
-/// What the log held when it was opened, in commit order.
-#[derive(Debug)]
+/// What opening the log found, beside the records it handed over.
+#[derive(Debug, Default)]
 pub(crate) struct Replayed {
-    /// Every record after the segment starts.
-    pub(crate) records: Vec<Record>,
-    /// Complete records were kept but a torn tail was cut in this many
-    /// segments.
+    /// Segments whose torn tail was cut.
     pub(crate) torn_segments: usize,
+    /// Damaged stretches found before readable data (quarantined).
+    pub(crate) damaged: usize,
+    /// Bytes quarantined, torn tails included.
+    pub(crate) quarantined_bytes: u64,
+    /// Where the oldest segment starts: events are read back from here.
+    pub(crate) start: Position,
 }
 
 /// The open log. Owned by one writer thread; see the module docs.
@@ -276,12 +421,14 @@ pub(crate) struct Wal {
 }
 
 impl Wal {
-    /// Opens (creating if needed) the log in `dir`, replays it, and starts a
-    /// new active segment.
+    /// Opens (creating if needed) the log in `dir`, hands every record to
+    /// `visit` in commit order (with where it is), and starts a new active
+    /// segment. Damage is handled as the module docs say.
     pub(crate) fn open(
         dir: &Path,
         fs: Arc<dyn WalFs>,
         segment_bytes: u64,
+        mut visit: impl FnMut(Position, Record),
     ) -> Result<(Self, Replayed), IngestError> {
         let io_error = |action, path: &Path| {
             let path = path.to_owned();
@@ -309,50 +456,92 @@ impl Wal {
 
         let mut wal_id = None;
         let mut next_seq = 0;
-        let mut records = Vec::new();
         let mut sealed = VecDeque::new();
-        let mut torn_segments = 0;
-        for index in &indices {
+        let mut replayed = Replayed {
+            start: Position {
+                segment: indices.first().copied().unwrap_or_default(),
+                offset: 0,
+            },
+            ..Replayed::default()
+        };
+        for (position, index) in indices.iter().enumerate() {
+            let newest = position + 1 == indices.len();
             let path = segment_path(dir, *index);
             let bytes = std::fs::read(&path).map_err(io_error("cannot read", &path))?;
-            let (decoded, torn) = decode_frames(&bytes);
-            let mut length = bytes.len();
-            if let Some((offset, reason)) = torn {
-                tracing::warn!(
-                    segment = %path.display(),
-                    offset,
-                    dropped_bytes = bytes.len() - offset,
-                    kept_records = decoded.len(),
-                    "torn write-ahead log tail: {}; every complete record before it is kept, the rest is cut (it was never acknowledged)",
-                    reason.describe()
+            let mut max_event_seq = None;
+            let (_, damages) = scan_frames(&bytes, |offset, _, record| {
+                match &record.entry {
+                    Some(Entry::Start(start)) => {
+                        wal_id.get_or_insert_with(|| start.wal_id.clone());
+                        next_seq = next_seq.max(start.next_seq);
+                    }
+                    Some(Entry::Events(Events {
+                        first_seq, events, ..
+                    })) if !events.is_empty() => {
+                        let last = first_seq + events.len() as u64 - 1;
+                        max_event_seq = Some(last);
+                        next_seq = next_seq.max(last + 1);
+                    }
+                    Some(Entry::Append(Append {
+                        first_seq, events, ..
+                    })) if !events.is_empty() => {
+                        let last = first_seq + events.len() as u64 - 1;
+                        max_event_seq = Some(last);
+                        next_seq = next_seq.max(last + 1);
+                    }
+                    _ => {}
+                }
+                visit(
+                    Position {
+                        segment: *index,
+                        offset: offset as u64,
+                    },
+                    record,
                 );
-                truncate(&path, offset).map_err(io_error("cannot cut the torn tail of", &path))?;
-                length = offset;
-                torn_segments += 1;
+                ControlFlow::Continue(())
+            });
+            let mut length = bytes.len();
+            for damage in &damages {
+                let damaged = &bytes[damage.offset..damage.offset + damage.len];
+                let copy = quarantine(dir, *index, damage.offset, damaged);
+                replayed.quarantined_bytes += damage.len as u64;
+                metrics::counter!("vesper_ingest_wal_damaged_bytes_total")
+                    .increment(damage.len as u64);
+                if damage.at_end && newest {
+                    tracing::warn!(
+                        segment = %path.display(),
+                        offset = damage.offset,
+                        cut_bytes = damage.len,
+                        quarantined_to = %copy.display(),
+                        "torn write-ahead log tail: {}; every complete record before it is kept and the tail (never acknowledged) is cut",
+                        damage.fault.describe()
+                    );
+                    truncate(&path, damage.offset)
+                        .map_err(io_error("cannot cut the torn tail of", &path))?;
+                    length = damage.offset;
+                    replayed.torn_segments += 1;
+                } else {
+                    tracing::error!(
+                        segment = %path.display(),
+                        offset = damage.offset,
+                        damaged_bytes = damage.len,
+                        quarantined_to = %copy.display(),
+                        "damaged write-ahead log record: {}; every readable record around it is kept, the damaged bytes are copied aside for inspection",
+                        damage.fault.describe()
+                    );
+                    replayed.damaged += 1;
+                }
             }
             if length == 0 {
                 // Created but never written (a crash right after creation).
                 fs.remove(&path).map_err(io_error("cannot remove", &path))?;
+                if replayed.start.segment == *index {
+                    replayed.start.segment = index + 1;
+                }
                 continue;
             }
-            let mut max_event_seq = None;
-            for record in decoded {
-                match record.entry {
-                    Some(Entry::Start(start)) => {
-                        wal_id = Some(start.wal_id);
-                        next_seq = next_seq.max(start.next_seq);
-                    }
-                    Some(Entry::Append(append)) if !append.events.is_empty() => {
-                        let last = append.first_seq + append.events.len() as u64 - 1;
-                        max_event_seq = Some(last);
-                        next_seq = next_seq.max(last + 1);
-                        records.push(Record::new(Entry::Append(append)));
-                    }
-                    Some(entry) => records.push(Record::new(entry)),
-                    None => {}
-                }
-            }
             sealed.push_back(Segment {
+                index: *index,
                 path,
                 bytes: length as u64,
                 max_event_seq,
@@ -372,13 +561,7 @@ impl Wal {
         };
         wal.rotate()
             .map_err(io_error("cannot start a segment in", dir))?;
-        Ok((
-            wal,
-            Replayed {
-                records,
-                torn_segments,
-            },
-        ))
+        Ok((wal, replayed))
     }
 
     /// The log's id (part of every object name).
@@ -412,9 +595,10 @@ impl Wal {
         self.sealed.len() + usize::from(self.active.is_some())
     }
 
-    /// Appends `frames` with one write and one fdatasync. On error nothing
-    /// of them is left in the log (see the module docs).
-    pub(crate) fn append(&mut self, frames: &[Frame]) -> io::Result<()> {
+    /// Appends `frames` with one write and one fdatasync; returns where the
+    /// first of them starts. On error nothing of them is left in the log
+    /// (see the module docs).
+    pub(crate) fn append(&mut self, frames: &[Frame]) -> io::Result<Position> {
         let needs_segment = match &self.active {
             None => true,
             Some(active) => active.poisoned || active.segment.bytes >= self.segment_bytes,
@@ -450,7 +634,62 @@ impl Wal {
             active.segment.max_event_seq = Some(max);
             self.next_seq = self.next_seq.max(max + 1);
         }
-        Ok(())
+        Ok(Position {
+            segment: active.segment.index,
+            offset: before,
+        })
+    }
+
+    /// Reads the records from `from` on, in commit order, handing each to
+    /// `visit` with the position after it, until `visit` breaks or the
+    /// log's end. One segment at a time is in memory. Returns where reading
+    /// stopped and whether that is the end of everything written so far.
+    /// Damage was reported when the log was opened; here it is skipped.
+    pub(crate) fn read_from(
+        &self,
+        from: Position,
+        mut visit: impl FnMut(Position, Record) -> ControlFlow<()>,
+    ) -> io::Result<(Position, bool)> {
+        let segments = self
+            .sealed
+            .iter()
+            .chain(self.active.as_ref().map(|active| &active.segment))
+            .filter(|segment| segment.index >= from.segment);
+        let mut position = from;
+        for segment in segments {
+            let offset = if segment.index == from.segment {
+                from.offset
+            } else {
+                0
+            };
+            position = Position {
+                segment: segment.index,
+                offset,
+            };
+            if offset >= segment.bytes {
+                continue;
+            }
+            let bytes = read_range(&segment.path, offset, segment.bytes)?;
+            let mut stopped = false;
+            let (end, _) = scan_frames(&bytes, |_, next, record| {
+                let after = Position {
+                    segment: segment.index,
+                    offset: offset + next as u64,
+                };
+                let flow = visit(after, record);
+                stopped = flow.is_break();
+                flow
+            });
+            position.offset = offset + end as u64;
+            if stopped {
+                let at_end = self.active.as_ref().is_some_and(|active| {
+                    active.segment.index == position.segment
+                        && position.offset >= active.segment.bytes
+                });
+                return Ok((position, at_end));
+            }
+        }
+        Ok((position, true))
     }
 
     /// Deletes the oldest segments whose events are all in the lake: every
@@ -502,6 +741,17 @@ impl Wal {
         Ok(deletable)
     }
 
+    /// The oldest position still in the log.
+    #[cfg(test)]
+    pub(crate) fn start(&self) -> Position {
+        let segment = self
+            .sealed
+            .front()
+            .or(self.active.as_ref().map(|active| &active.segment))
+            .map_or(0, |segment| segment.index);
+        Position { segment, offset: 0 }
+    }
+
     /// Seals the active segment and starts a new one with its start record.
     fn rotate(&mut self) -> io::Result<()> {
         let index = self.next_index;
@@ -528,6 +778,7 @@ impl Wal {
         }
         self.active = Some(ActiveSegment {
             segment: Segment {
+                index,
                 path,
                 bytes: start.len() as u64,
                 max_event_seq: None,
@@ -546,6 +797,28 @@ impl Wal {
             .as_ref()
             .map(|active| active.segment.path.as_path())
     }
+}
+
+/// Bytes `from..to` of a file.
+fn read_range(path: &Path, from: u64, to: u64) -> io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(from))?;
+    let mut bytes = Vec::with_capacity(usize::try_from(to - from).unwrap_or(0));
+    file.take(to - from).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Copies damaged bytes beside the log for inspection; where they went.
+/// A failure to copy is logged: the damage is reported either way.
+fn quarantine(dir: &Path, segment: u64, offset: usize, bytes: &[u8]) -> PathBuf {
+    let folder = dir.join(QUARANTINE_DIR);
+    let path = folder.join(format!("segment-{segment:020}-at-{offset}.bin"));
+    let written = std::fs::create_dir_all(&folder).and_then(|()| std::fs::write(&path, bytes));
+    if let Err(err) = written {
+        tracing::error!(path = %path.display(), error = %err, "cannot copy damaged log bytes aside");
+    }
+    path
 }
 
 fn segment_path(dir: &Path, index: u64) -> PathBuf {
@@ -569,15 +842,16 @@ mod tests {
     use super::*;
     use crate::fs::StdFs;
 
-    fn append(first_seq: u64, count: usize) -> Frame {
+    fn events(first_seq: u64, count: usize) -> Frame {
         let events = (0..count)
-            .map(|n| Event {
-                event_id: format!("event-{}", first_seq + n as u64),
-                ..Event::default()
+            .map(|n| LoggedEvent {
+                id: (first_seq + n as u64).to_be_bytes().to_vec(),
+                hour: 490_000,
+                line: Bytes::from(format!("{{\"n\":{}}}", first_seq + n as u64)),
             })
             .collect();
         Frame {
-            bytes: Record::new(Entry::Append(Append {
+            bytes: Record::new(Entry::Events(Events {
                 first_seq,
                 events,
                 received_at: None,
@@ -588,65 +862,72 @@ mod tests {
         }
     }
 
-    fn open(dir: &Path, segment_bytes: u64) -> (Wal, Replayed) {
-        Wal::open(dir, Arc::new(StdFs), segment_bytes).expect("open")
+    fn open(dir: &Path, segment_bytes: u64) -> (Wal, Replayed, Vec<u64>) {
+        let mut seqs = Vec::new();
+        let (wal, replayed) = Wal::open(dir, Arc::new(StdFs), segment_bytes, |_, record| {
+            if let Some(Entry::Events(events)) = record.entry {
+                seqs.push(events.first_seq);
+            }
+        })
+        .expect("open");
+        (wal, replayed, seqs)
     }
 
-    fn appended_seqs(replayed: &Replayed) -> Vec<u64> {
-        replayed
-            .records
-            .iter()
-            .filter_map(|record| match &record.entry {
-                Some(Entry::Append(append)) => Some(append.first_seq),
-                _ => None,
-            })
-            .collect()
+    fn quarantined(dir: &Path) -> usize {
+        std::fs::read_dir(dir.join(QUARANTINE_DIR)).map_or(0, Iterator::count)
     }
 
     #[test]
-    fn frames_round_trip_and_every_torn_shape_is_detected() {
-        let frame = append(0, 3).bytes;
+    fn frames_round_trip_and_every_fault_is_detected() {
+        let frame = events(0, 3).bytes;
         let mut two = frame.clone();
-        two.extend_from_slice(&append(3, 1).bytes);
-        assert_eq!(decode_frames(&two).0.len(), 2);
-        assert_eq!(decode_frames(&two).1, None);
+        two.extend_from_slice(&events(3, 1).bytes);
+        let read = |bytes: &[u8]| {
+            let mut offsets = Vec::new();
+            let (_, damages) = scan_frames(bytes, |offset, _, _| {
+                offsets.push(offset);
+                ControlFlow::Continue(())
+            });
+            (offsets, damages)
+        };
+        assert_eq!(read(&two), (vec![0, frame.len()], vec![]));
 
-        let cut_header = &two[..frame.len() + 5];
+        let fault_at_end = |bytes: &[u8]| {
+            let (offsets, damages) = read(bytes);
+            assert_eq!(offsets, [0]);
+            assert_eq!(damages.len(), 1);
+            assert!(damages[0].at_end);
+            assert_eq!(damages[0].offset, frame.len());
+            damages[0].fault
+        };
         assert_eq!(
-            decode_frames(cut_header).1,
-            Some((frame.len(), TornReason::PartialHeader))
+            fault_at_end(&two[..frame.len() + 5]),
+            FrameFault::PartialHeader
         );
-        let cut_payload = &two[..two.len() - 1];
         assert_eq!(
-            decode_frames(cut_payload).1,
-            Some((frame.len(), TornReason::PartialPayload))
+            fault_at_end(&two[..two.len() - 1]),
+            FrameFault::PartialPayload
         );
         let mut flipped = two.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 0xff;
-        assert_eq!(
-            decode_frames(&flipped).1,
-            Some((frame.len(), TornReason::Checksum))
-        );
+        assert_eq!(fault_at_end(&flipped), FrameFault::Checksum);
         let mut garbage = two[..frame.len()].to_vec();
         let junk = [0xff_u8; 4];
         garbage.extend_from_slice(&4_u32.to_le_bytes());
         garbage.extend_from_slice(&crc32fast::hash(&junk).to_le_bytes());
         garbage.extend_from_slice(&junk);
-        assert_eq!(
-            decode_frames(&garbage).1,
-            Some((frame.len(), TornReason::Undecodable))
-        );
+        assert_eq!(fault_at_end(&garbage), FrameFault::Undecodable);
     }
 
     #[test]
-    fn replay_keeps_every_complete_record_and_cuts_a_torn_tail() {
+    fn a_torn_tail_of_the_newest_segment_is_cut_and_kept_aside() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mut wal, replayed) = open(dir.path(), 1 << 20);
-        assert!(replayed.records.is_empty());
+        let (mut wal, _, seqs) = open(dir.path(), 1 << 20);
+        assert!(seqs.is_empty());
         let id = wal.wal_id().to_owned();
-        wal.append(&[append(0, 2), append(2, 1)]).expect("append");
-        wal.append(&[append(3, 4)]).expect("append");
+        wal.append(&[events(0, 2), events(2, 1)]).expect("append");
+        wal.append(&[events(3, 4)]).expect("append");
         let segment = wal.active_path().expect("active").to_owned();
         drop(wal);
 
@@ -658,25 +939,104 @@ mod tests {
         file.set_len(full - 3).expect("tear");
         drop(file);
 
-        let (mut wal, replayed) = open(dir.path(), 1 << 20);
+        let (mut wal, replayed, seqs) = open(dir.path(), 1 << 20);
         assert_eq!(wal.wal_id(), id, "the id survives");
-        assert_eq!(appended_seqs(&replayed), [0, 2]);
+        assert_eq!(seqs, [0, 2]);
         assert_eq!(replayed.torn_segments, 1);
+        assert_eq!(replayed.damaged, 0);
+        assert_eq!(quarantined(dir.path()), 1, "the cut tail is kept aside");
         // The cut record's numbers are free again, but never reused below
         // what was durable.
-        wal.append(&[append(3, 1)]).expect("append after the cut");
+        wal.append(&[events(3, 1)]).expect("append after the cut");
         drop(wal);
-        let (_, replayed) = open(dir.path(), 1 << 20);
-        assert_eq!(appended_seqs(&replayed), [0, 2, 3]);
+        let (_, replayed, seqs) = open(dir.path(), 1 << 20);
+        assert_eq!(seqs, [0, 2, 3]);
         assert_eq!(replayed.torn_segments, 0);
+    }
+
+    #[test]
+    fn damage_in_the_middle_of_a_sealed_segment_loses_only_the_damaged_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _, _) = open(dir.path(), 1 << 20);
+        let mut offsets = Vec::new();
+        for first in 0..10 {
+            offsets.push(wal.append(&[events(first * 3, 3)]).expect("append"));
+        }
+        let segment = wal.active_path().expect("active").to_owned();
+        drop(wal);
+        // A later segment follows (the reopen starts one), so nothing in
+        // this one is a tail: flip a byte inside the fifth record's payload
+        // and smash the length of the eighth.
+        let mut bytes = std::fs::read(&segment).expect("read");
+        let fifth = usize::try_from(offsets[4].offset).expect("offset");
+        bytes[fifth + FRAME_HEADER + 5] ^= 0x55;
+        let eighth = usize::try_from(offsets[7].offset).expect("offset");
+        bytes[eighth..eighth + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        std::fs::write(&segment, &bytes).expect("write");
+
+        let (wal, replayed, seqs) = open(dir.path(), 1 << 20);
+        assert_eq!(seqs, [0, 3, 6, 9, 15, 18, 24, 27]);
+        assert_eq!(replayed.damaged, 2);
+        assert_eq!(replayed.torn_segments, 0);
+        assert_eq!(quarantined(dir.path()), 2);
+        assert_eq!(
+            std::fs::read(&segment).expect("read").len(),
+            bytes.len(),
+            "a damaged segment is never cut"
+        );
+        assert_eq!(wal.next_seq(), 30);
+
+        // Reading back from the start gives the same records.
+        let mut read = Vec::new();
+        let (_, at_end) = wal
+            .read_from(wal.start(), |_, record| {
+                if let Some(Entry::Events(events)) = record.entry {
+                    read.push(events.first_seq);
+                }
+                ControlFlow::Continue(())
+            })
+            .expect("read");
+        assert!(at_end);
+        assert_eq!(read, seqs);
+    }
+
+    #[test]
+    fn reading_back_stops_and_resumes_where_asked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _, _) = open(dir.path(), 128);
+        for first in 0..8 {
+            wal.append(&[events(first * 2, 2)]).expect("append");
+        }
+        let mut position = wal.start();
+        let mut read = Vec::new();
+        loop {
+            let mut taken = 0;
+            let (next, at_end) = wal
+                .read_from(position, |_, record| {
+                    if let Some(Entry::Events(events)) = record.entry {
+                        read.push(events.first_seq);
+                        taken += 1;
+                        if taken == 3 {
+                            return ControlFlow::Break(());
+                        }
+                    }
+                    ControlFlow::Continue(())
+                })
+                .expect("read");
+            position = next;
+            if at_end {
+                break;
+            }
+        }
+        assert_eq!(read, [0, 2, 4, 6, 8, 10, 12, 14]);
     }
 
     #[test]
     fn segments_rotate_and_are_reclaimed_oldest_first() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mut wal, _) = open(dir.path(), 64);
+        let (mut wal, _, _) = open(dir.path(), 64);
         for first in 0..6 {
-            wal.append(&[append(first * 2, 2)]).expect("append");
+            wal.append(&[events(first * 2, 2)]).expect("append");
         }
         let segments = wal.segments();
         assert!(segments >= 3, "small segments rotate: {segments}");
@@ -689,16 +1049,15 @@ mod tests {
             b"snap"
         );
         drop(wal);
-        let (mut wal, replayed) = open(dir.path(), 64);
-        let kept = appended_seqs(&replayed);
+        let (mut wal, _, kept) = open(dir.path(), 64);
         assert!(kept.contains(&4) && kept.contains(&10), "{kept:?}");
 
         // Everything in the lake: only the fresh active segment stays.
         wal.reclaim(12, true, Vec::new).expect("reclaim all");
         assert_eq!(wal.segments(), 1);
         drop(wal);
-        let (wal, replayed) = open(dir.path(), 64);
-        assert!(appended_seqs(&replayed).is_empty());
+        let (wal, _, kept) = open(dir.path(), 64);
+        assert!(kept.is_empty());
         assert_eq!(wal.next_seq, 12, "sequence numbers are never reused");
     }
 }

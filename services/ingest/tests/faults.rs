@@ -47,6 +47,7 @@ async fn a_storage_outage_fills_the_log_to_its_bound_then_everything_arrives() {
         batch_size: 10,
         max_batch_age: Duration::from_millis(100),
         max_wal_bytes: 64 * 1024,
+        max_event_bytes: 4 * 1024,
         ..test_config(wal.path())
     };
     let ingest = IngestServer::start(config, &storage.peer()).await;
