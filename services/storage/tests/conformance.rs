@@ -558,3 +558,42 @@ macro_rules! conformance {
 conformance!(fs);
 conformance!(s3);
 conformance!(grpc);
+
+/// What only the S3 backend has: a key prefix of the lake's own, which
+/// takes room from S3's 1024-byte key limit.
+mod s3_only {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_key_the_lake_prefix_pushes_past_the_s3_limit_is_invalid() {
+        let backend = s3(ROOMY).await;
+        let store = &*backend.store;
+        // The lake's prefix is "lake/root/": 10 bytes.
+        let segment = "k".repeat(vesper_storage::MAX_SEGMENT_BYTES);
+        let fits = format!("{segment}/{segment}/{segment}/{}", "k".repeat(246));
+        assert_eq!(fits.len(), 1014);
+        store
+            .put(&key(&fits), Bytes::from_static(b"-"), PutOptions::default())
+            .await
+            .expect("a 1024-byte S3 key");
+        let (_, body) = store.get(&key(&fits)).await.expect("get");
+        assert_eq!(body, Bytes::from_static(b"-"));
+        assert_eq!(all_keys(store, "", 0).await, vec![fits.clone()]);
+
+        let over = format!("{fits}k");
+        let err = store
+            .put(&key(&over), Bytes::from_static(b"-"), PutOptions::default())
+            .await
+            .expect_err("a 1025-byte S3 key");
+        assert_eq!(err.code(), ErrorCode::InvalidArgument);
+        assert!(
+            err.to_string().contains("S3 keys are at most 1024 bytes"),
+            "{err}"
+        );
+        assert_eq!(
+            code_of(store.head(&key(&over)).await),
+            ErrorCode::InvalidArgument
+        );
+        assert!(all_keys(store, &over, 0).await.is_empty());
+    }
+}
