@@ -1,6 +1,6 @@
 //! The storage error vocabulary and its place in the error-code table.
 
-use std::{io, path::PathBuf};
+use std::{borrow::Cow, io, path::PathBuf};
 
 use vesper::{ErrorCode, ServiceError};
 
@@ -13,7 +13,7 @@ pub enum StorageError {
         /// The key as given.
         key: String,
         /// Which rule it breaks.
-        reason: &'static str,
+        reason: Cow<'static, str>,
     },
     /// The listing prefix could never start a valid key.
     #[error("invalid prefix {prefix:?}: {reason}")]
@@ -21,7 +21,7 @@ pub enum StorageError {
         /// The prefix as given.
         prefix: String,
         /// Which rule it breaks.
-        reason: &'static str,
+        reason: Cow<'static, str>,
     },
     /// A user metadata entry breaks the metadata rules.
     #[error("invalid metadata {name:?}: {reason}")]

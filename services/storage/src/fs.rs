@@ -1,13 +1,24 @@
 //! The directory backend: one file per object under the lake root.
 //!
 //! Writes are atomic: the body goes to a temp file under `.vesper/tmp/`
-//! (outside the key space, on the same file system), is fsynced, renamed
-//! into place, and the directory is fsynced. Content type, user metadata and
-//! etag live in a sidecar under `.vesper/meta/`. The body file is the truth:
-//! a sidecar that does not match its body (a crash between the two renames,
-//! or a file copied into the lake by hand) is ignored and defaults are
-//! reported instead. `.vesper/` never shows in listings, and no glob rooted
-//! at a key prefix can reach it.
+//! (named by a UUID, outside the key space, on the same file system), is
+//! fsynced, renamed into place, and the directory is fsynced. Content type,
+//! user metadata and etag live in a sidecar named by the SHA-256 of the key,
+//! `.vesper/sidecars/<2 hex>/<64 hex>.json`: a fixed-length name that no key
+//! can make too long and no two keys share (the sidecar records its key, so
+//! even a hash collision is caught). Lakes written before that layout keep
+//! their sidecars at `.vesper/meta/<key>.json`; those are read when a key
+//! has no new sidecar, and are removed when the key is written or deleted.
+//!
+//! The body file is the truth: a sidecar that does not match its body (a
+//! crash between the two renames, or a file copied into the lake by hand)
+//! is ignored and defaults are reported instead. `.vesper/` never shows in
+//! listings, and no glob rooted at a key prefix can reach it.
+//!
+//! A listing page walks directories in key order, skips every subtree whose
+//! keys all sort before the continuation token, and stops when the page is
+//! full: its cost is the page plus the directories on the way down to the
+//! token, not the whole lake.
 
 use std::{
     fs::{self, File},
@@ -20,6 +31,7 @@ use std::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::{
     ObjectKey, StorageError,
@@ -44,12 +56,19 @@ struct Layout {
     root: PathBuf,
     temp: PathBuf,
     sidecars: PathBuf,
+    /// `.vesper/meta/`, when the lake was written by a release that kept
+    /// sidecars there; `None` spares new lakes the lookups.
+    legacy_sidecars: Option<PathBuf>,
     max_object_size: u64,
 }
 
 /// What the sidecar of an object records.
 #[derive(Debug, Serialize, Deserialize)]
 struct Sidecar {
+    /// The key the sidecar describes; empty in sidecars of the old layout,
+    /// whose path spelled the key.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    key: String,
     size: u64,
     etag: String,
     content_type: String,
@@ -156,6 +175,52 @@ impl ObjectStore for FsStore {
     }
 }
 
+/// One listing page being gathered: the directory walk's state.
+#[derive(Debug)]
+struct Walk<'a> {
+    /// Keys up to and including this one were on earlier pages.
+    after: Option<&'a str>,
+    /// One more key than the page holds, to tell whether a next page exists.
+    wanted: usize,
+    keys: Vec<String>,
+    directories_read: usize,
+}
+
+impl<'a> Walk<'a> {
+    fn new(after: Option<&'a str>, page_size: usize) -> Self {
+        Self {
+            after,
+            wanted: page_size.saturating_add(1),
+            keys: Vec::new(),
+            directories_read: 0,
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.keys.len() >= self.wanted
+    }
+
+    fn is_after_token(&self, key: &str) -> bool {
+        self.after.is_none_or(|after| key > after)
+    }
+
+    /// Whether a directory whose keys all start with `below` (which ends in
+    /// `/`) can hold a key past the token: when all of them sort after it,
+    /// or when the token itself is inside.
+    fn may_hold_keys_after_token(&self, below: &str) -> bool {
+        self.after
+            .is_none_or(|after| below > after || after.starts_with(below))
+    }
+}
+
+/// A directory entry that may hold keys of the page, under the key (for a
+/// file) or key prefix ending in `/` (for a directory) that orders it.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Candidate {
+    order: String,
+    directory: Option<PathBuf>,
+}
+
 impl Layout {
     fn create(root: PathBuf, max_object_size: u64) -> Result<Self, StorageError> {
         fs::create_dir_all(&root)
@@ -165,14 +230,17 @@ impl Layout {
             .map_err(|err| StorageError::io("cannot resolve the lake directory", &root, err))?;
         let internal = root.join(RESERVED_SEGMENT);
         let temp = internal.join("tmp");
-        let sidecars = internal.join("meta");
+        let sidecars = internal.join("sidecars");
         for dir in [&temp, &sidecars] {
             fs::create_dir_all(dir).map_err(|err| StorageError::io("cannot create", dir, err))?;
         }
+        let legacy = internal.join("meta");
+        let legacy_sidecars = legacy.is_dir().then_some(legacy);
         let layout = Self {
             root,
             temp,
             sidecars,
+            legacy_sidecars,
             max_object_size,
         };
         layout.remove_stale_temp_files();
@@ -201,8 +269,19 @@ impl Layout {
         self.root.join(key)
     }
 
+    /// `.vesper/sidecars/<first 2 hex>/<sha256 hex>.json`: 69 bytes whatever
+    /// the key, so no segment is too long for it and no key's sidecar path
+    /// is another's directory. The fan-out keeps directories small.
     fn sidecar_path(&self, key: &str) -> PathBuf {
-        self.sidecars.join(format!("{key}.json"))
+        let hash = hex::encode(Sha256::digest(key.as_bytes()));
+        self.sidecars.join(&hash[..2]).join(format!("{hash}.json"))
+    }
+
+    /// Where a lake written before the hashed layout kept the sidecar.
+    fn legacy_sidecar_path(&self, key: &str) -> Option<PathBuf> {
+        self.legacy_sidecars
+            .as_ref()
+            .map(|dir| dir.join(format!("{key}.json")))
     }
 
     fn put(
@@ -218,6 +297,7 @@ impl Layout {
 
         let etag = md5_hex(body);
         let sidecar = Sidecar {
+            key: key.to_string(),
             size: body.len() as u64,
             etag: etag.clone(),
             content_type: options.effective_content_type().to_owned(),
@@ -246,6 +326,9 @@ impl Layout {
                 }
                 other => other,
             })?;
+        // The new sidecar already wins over an old-layout one; removing it
+        // only keeps it from lingering.
+        self.remove_legacy_sidecar(key);
         let modified = fs::metadata(&target)
             .and_then(|meta| meta.modified())
             .unwrap_or_else(|_| SystemTime::now());
@@ -299,7 +382,8 @@ impl Layout {
         }
     }
 
-    /// temp file + fsync + rename + fsync of the directory.
+    /// temp file + fsync + rename + fsync of the directory. The temp file is
+    /// named by a UUID, never by the key, so no key makes its name too long.
     fn write_atomically(&self, target: &Path, bytes: &[u8]) -> Result<(), StorageError> {
         let temp = self.temp.join(format!("{}.tmp", uuid::Uuid::new_v4()));
         let written = (|| -> io::Result<()> {
@@ -368,9 +452,36 @@ impl Layout {
         }
     }
 
+    /// The key's sidecar; an old-layout one only when there is no new one
+    /// (a new one is written before the old one is removed).
     fn read_sidecar(&self, key: &str) -> Option<Sidecar> {
-        let bytes = fs::read(self.sidecar_path(key)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        match fs::read(self.sidecar_path(key)) {
+            Ok(bytes) => serde_json::from_slice::<Sidecar>(&bytes)
+                .ok()
+                .filter(|sidecar| sidecar.key == key),
+            Err(_) => {
+                let bytes = fs::read(self.legacy_sidecar_path(key)?).ok()?;
+                serde_json::from_slice(&bytes).ok()
+            }
+        }
+    }
+
+    /// Removes an old-layout sidecar and the directories it leaves empty.
+    fn remove_legacy_sidecar(&self, key: &ObjectKey) {
+        let (Some(legacy), Some(path)) = (
+            &self.legacy_sidecars,
+            self.legacy_sidecar_path(key.as_str()),
+        ) else {
+            return;
+        };
+        if fs::remove_file(path).is_err() {
+            return;
+        }
+        for parent in key.parents().collect::<Vec<_>>().into_iter().rev() {
+            if fs::remove_dir(legacy.join(parent)).is_err() {
+                break;
+            }
+        }
     }
 
     fn list(
@@ -379,19 +490,25 @@ impl Layout {
         after: Option<&str>,
         max_keys: u32,
     ) -> Result<ListPage, StorageError> {
-        let (dir, partial) = prefix.rsplit_once('/').unwrap_or(("", prefix));
-        let start = if dir.is_empty() {
-            self.root.clone()
-        } else {
-            self.root.join(dir)
-        };
-        let mut keys = Vec::new();
-        self.collect_keys(&start, dir, Some(partial), &mut keys)?;
-        keys.retain(|key| {
-            key.starts_with(prefix) && after.is_none_or(|after| key.as_str() > after)
-        });
-        keys.sort_unstable();
+        self.list_counting(prefix, after, max_keys)
+            .map(|(page, _)| page)
+    }
+
+    /// A listing page, and how many directories gathering it read.
+    fn list_counting(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        max_keys: u32,
+    ) -> Result<(ListPage, usize), StorageError> {
         let max_keys = max_keys as usize;
+        let mut walk = Walk::new(after, max_keys);
+        let (dir_key, partial) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+        // No key is under `.vesper/`: its sidecars are not worth a walk.
+        if dir_key.split('/').next() != Some(RESERVED_SEGMENT) {
+            self.walk(&self.object_path(dir_key), dir_key, partial, &mut walk)?;
+        }
+        let mut keys = walk.keys;
         let truncated = keys.len() > max_keys;
         keys.truncate(max_keys);
         let next_token = if truncated {
@@ -420,22 +537,27 @@ impl Layout {
                 false,
             ));
         }
-        Ok(ListPage {
-            objects,
-            next_token,
-        })
+        Ok((
+            ListPage {
+                objects,
+                next_token,
+            },
+            walk.directories_read,
+        ))
     }
 
-    /// Walks `dir` (whose keys start with `dir_key/`) and collects the keys
-    /// of regular files. At the top of the walk only names starting with
-    /// `partial` are followed. Symlinks are never followed.
-    fn collect_keys(
+    /// Gathers, in key order, the keys of regular files under `dir` (whose
+    /// keys start with `dir_key/`) whose names there start with `partial`,
+    /// until the page is full. Subtrees wholly before the token are never
+    /// read; symlinks are never followed.
+    fn walk(
         &self,
         dir: &Path,
         dir_key: &str,
-        partial: Option<&str>,
-        keys: &mut Vec<String>,
+        partial: &str,
+        walk: &mut Walk<'_>,
     ) -> Result<(), StorageError> {
+        walk.directories_read += 1;
         let entries = match fs::read_dir(dir) {
             Ok(entries) => entries,
             Err(err)
@@ -448,29 +570,58 @@ impl Layout {
             }
             Err(err) => return Err(StorageError::io("cannot list", dir, err)),
         };
+        let mut candidates = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|err| StorageError::io("cannot list", dir, err))?;
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
             };
-            if partial.is_some_and(|partial| !name.starts_with(partial)) {
+            if !name.starts_with(partial) || (dir_key.is_empty() && name == RESERVED_SEGMENT) {
                 continue;
             }
-            if dir_key.is_empty() && name == RESERVED_SEGMENT {
+            let Ok(file_type) = entry.file_type() else {
                 continue;
-            }
+            };
             let key = if dir_key.is_empty() {
                 name
             } else {
                 format!("{dir_key}/{name}")
             };
-            let Ok(file_type) = entry.file_type() else {
-                continue;
-            };
             if file_type.is_dir() {
-                self.collect_keys(&entry.path(), &key, None, keys)?;
-            } else if file_type.is_file() && ObjectKey::new(key.as_str()).is_ok() {
-                keys.push(key);
+                // Keys below all start with `key/`, and a sibling's name
+                // never contains '/': with the '/' appended, the directory
+                // sorts among its siblings exactly where its keys do
+                // ("a.txt" < "a/..." < "a0"). Past the key length limit no
+                // key can be below, which also bounds the recursion.
+                let below = format!("{key}/");
+                if below.len() < crate::MAX_KEY_BYTES && walk.may_hold_keys_after_token(&below) {
+                    candidates.push(Candidate {
+                        order: below,
+                        directory: Some(entry.path()),
+                    });
+                }
+            } else if file_type.is_file()
+                && walk.is_after_token(&key)
+                && ObjectKey::new(key.as_str()).is_ok()
+            {
+                candidates.push(Candidate {
+                    order: key,
+                    directory: None,
+                });
+            }
+        }
+        candidates.sort_unstable();
+        for candidate in candidates {
+            if walk.is_full() {
+                break;
+            }
+            match candidate.directory {
+                Some(path) => {
+                    let mut key = candidate.order;
+                    key.pop();
+                    self.walk(&path, &key, "", walk)?;
+                }
+                None => walk.keys.push(candidate.order),
             }
         }
         Ok(())
@@ -485,12 +636,11 @@ impl Layout {
         }
         fs::remove_file(&path).map_err(|err| not_found_or_io(key, &path, err))?;
         let _ = fs::remove_file(self.sidecar_path(key.as_str()));
+        self.remove_legacy_sidecar(key);
         sync_dir(parent_of(&path))?;
         // Empty directories would make their names unusable as keys.
         for parent in key.parents().collect::<Vec<_>>().into_iter().rev() {
-            let removed_object_dir = fs::remove_dir(self.object_path(parent)).is_ok();
-            let removed_sidecar_dir = fs::remove_dir(self.sidecars.join(parent)).is_ok();
-            if !removed_object_dir && !removed_sidecar_dir {
+            if fs::remove_dir(self.object_path(parent)).is_err() {
                 break;
             }
         }
@@ -555,5 +705,97 @@ fn not_found_or_io(key: &ObjectKey, path: &Path, err: io::Error) -> StorageError
             }
         }
         _ => StorageError::io("cannot read", path, err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lake of files put in by hand (no sidecars: only the walk matters).
+    fn lake_of(keys: &[String]) -> (tempfile::TempDir, Layout) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let layout = Layout::create(dir.path().to_path_buf(), 1024).expect("layout");
+        for key in keys {
+            let path = layout.object_path(key);
+            fs::create_dir_all(parent_of(&path)).expect("parents");
+            fs::write(&path, key).expect("object");
+        }
+        (dir, layout)
+    }
+
+    /// Lists every page; returns the keys and the most directories one
+    /// page read.
+    fn list_all(layout: &Layout, prefix: &str, page_size: u32) -> (Vec<String>, usize) {
+        let mut keys = Vec::new();
+        let mut most_reads = 0;
+        let mut token: Option<String> = None;
+        loop {
+            let (page, reads) = layout
+                .list_counting(prefix, token.as_deref(), page_size)
+                .expect("list");
+            most_reads = most_reads.max(reads);
+            keys.extend(page.objects.into_iter().map(|object| object.key));
+            match page.next_token {
+                Some(next) => token = Some(next),
+                None => return (keys, most_reads),
+            }
+        }
+    }
+
+    #[test]
+    fn a_page_reads_only_its_own_directories_and_the_way_down_to_the_token() {
+        // 50 directories of 100 objects, three levels down: 5,000 objects in
+        // 53 directories.
+        let mut expected: Vec<String> = (0..50)
+            .flat_map(|d| (0..100).map(move |o| format!("deep/tree/d{d:02}/o{o:03}")))
+            .collect();
+        let (_dir, layout) = lake_of(&expected);
+        expected.sort();
+
+        // A page of 100 reads the root, deep/, deep/tree/, the directory
+        // holding the token and the one or two it fills up from: never the
+        // other 48 (the whole-tree walk read all 53 on every page).
+        let (keys, most_reads) = list_all(&layout, "", 100);
+        assert_eq!(keys, expected);
+        assert!(most_reads <= 6, "a page read {most_reads} directories");
+
+        let (keys, most_reads) = list_all(&layout, "deep/tree/d4", 7);
+        assert_eq!(keys, expected[4000..].to_vec());
+        assert!(most_reads <= 4, "a page read {most_reads} directories");
+
+        // The first page of a full-size listing reads 11 directories for its
+        // 1,000 keys, not 53.
+        let (page, reads) = layout.list_counting("", None, 1000).expect("list");
+        assert_eq!(page.objects.len(), 1000);
+        assert_eq!(reads, 3 + 11);
+    }
+
+    #[test]
+    fn a_deep_token_reads_the_path_to_it_and_skips_what_lies_before() {
+        let mut expected: Vec<String> = (0..20)
+            .map(|i| format!("x/{i:02}"))
+            .chain((0..20).map(|i| format!("a/b/c/d/e/f/g/{i:02}")))
+            .chain((0..20).map(|i| format!("a/b/c/d/e/f/{i:02}.txt")))
+            .chain((0..20).map(|i| format!("a/b{i:02}/leaf")))
+            .collect();
+        let (_dir, layout) = lake_of(&expected);
+        expected.sort();
+        let token = "a/b/c/d/e/f/g/09";
+        let (page, reads) = layout.list_counting("", Some(token), 5).expect("list");
+        let position = expected.iter().position(|key| key == token).expect("token");
+        let keys: Vec<_> = page.objects.into_iter().map(|o| o.key).collect();
+        assert_eq!(keys, expected[position + 1..position + 6].to_vec());
+        // root, a, a/b, ..., a/b/c/d/e/f/g: nothing beside the path.
+        assert_eq!(reads, 8);
+        let (keys, _) = list_all(&layout, "a/b", 3);
+        assert_eq!(
+            keys,
+            expected
+                .iter()
+                .filter(|key| key.starts_with("a/b"))
+                .cloned()
+                .collect::<Vec<_>>()
+        );
     }
 }

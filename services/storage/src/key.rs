@@ -1,20 +1,27 @@
 //! Lake keys: the rules of DESIGN.md, checked once, so that a key can never
 //! name anything outside the lake root on any backend.
 
-use std::fmt;
+use std::{borrow::Cow, fmt};
 
 use crate::StorageError;
 
 /// The longest key, in bytes (S3's limit).
 pub const MAX_KEY_BYTES: usize = 1024;
 
+/// The longest segment, in bytes: the file-name limit of the usual file
+/// systems (ext4, XFS, btrfs, APFS), so that every key the rules accept can
+/// be a path of the directory backend. The same on every backend, so that a
+/// lake can move between them.
+pub const MAX_SEGMENT_BYTES: usize = 255;
+
 /// The first segment reserved for the directory backend's own files (temp
 /// files and metadata sidecars); no object key may use it.
 pub const RESERVED_SEGMENT: &str = ".vesper";
 
 /// A key that satisfies every rule: 1..=1024 bytes of UTF-8, `/`-separated
-/// non-empty segments, none `.` or `..`, no leading `/`, no backslash, NUL
-/// or control character, not under the reserved `.vesper/`.
+/// non-empty segments of at most 255 bytes, none `.` or `..`, no leading
+/// `/`, no backslash, NUL or control character, not under the reserved
+/// `.vesper/`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey(String);
 
@@ -57,30 +64,51 @@ impl AsRef<str> for ObjectKey {
     }
 }
 
-fn key_problem(key: &str) -> Option<&'static str> {
+fn key_problem(key: &str) -> Option<Cow<'static, str>> {
     if key.is_empty() {
-        return Some("a key cannot be empty");
+        return Some("a key cannot be empty".into());
     }
     if key.len() > MAX_KEY_BYTES {
-        return Some("a key is at most 1024 bytes");
+        return Some("a key is at most 1024 bytes".into());
     }
     if key.starts_with('/') {
-        return Some("a key cannot start with '/'");
+        return Some("a key cannot start with '/'".into());
     }
     if let Some(problem) = character_problem(key) {
-        return Some(problem);
+        return Some(problem.into());
     }
-    for segment in key.split('/') {
+    for (index, segment) in key.split('/').enumerate() {
         match segment {
-            "" => return Some("a key cannot have an empty segment ('//' or a trailing '/')"),
-            "." | ".." => return Some("a key cannot have a '.' or '..' segment"),
+            "" => {
+                return Some("a key cannot have an empty segment ('//' or a trailing '/')".into());
+            }
+            "." | ".." => return Some("a key cannot have a '.' or '..' segment".into()),
             _ => {}
+        }
+        if let Some(problem) = segment_length_problem(index, segment) {
+            return Some(problem);
         }
     }
     if key.split('/').next() == Some(RESERVED_SEGMENT) {
-        return Some("keys under '.vesper/' are reserved for the lake's own files");
+        return Some("keys under '.vesper/' are reserved for the lake's own files".into());
     }
     None
+}
+
+/// Names the segment (by position and start) and the limit.
+fn segment_length_problem(index: usize, segment: &str) -> Option<Cow<'static, str>> {
+    if segment.len() <= MAX_SEGMENT_BYTES {
+        return None;
+    }
+    let start: String = segment.chars().take(16).collect();
+    Some(
+        format!(
+            "segment {} (\"{start}...\") is {} bytes; a segment is at most {MAX_SEGMENT_BYTES} bytes",
+            index + 1,
+            segment.len()
+        )
+        .into(),
+    )
 }
 
 fn character_problem(text: &str) -> Option<&'static str> {
@@ -101,10 +129,10 @@ fn character_problem(text: &str) -> Option<&'static str> {
 /// walk outside the lake; the last, partial segment is only matched against
 /// names, never joined to a path.
 pub fn validate_prefix(prefix: &str) -> Result<(), StorageError> {
-    let invalid = |reason| {
+    let invalid = |reason: &'static str| {
         Err(StorageError::InvalidPrefix {
             prefix: prefix.to_owned(),
-            reason,
+            reason: reason.into(),
         })
     };
     if prefix.is_empty() {
@@ -129,6 +157,16 @@ pub fn validate_prefix(prefix: &str) -> Result<(), StorageError> {
             }
         }
     }
+    // A segment past the limit starts no key; on a directory lake it would
+    // not even be a valid path.
+    for (index, segment) in prefix.split('/').enumerate() {
+        if let Some(reason) = segment_length_problem(index, segment) {
+            return Err(StorageError::InvalidPrefix {
+                prefix: prefix.to_owned(),
+                reason,
+            });
+        }
+    }
     Ok(())
 }
 
@@ -148,13 +186,19 @@ mod tests {
         ] {
             assert!(ObjectKey::new(key).is_ok(), "{key}");
         }
-        let max = "k".repeat(MAX_KEY_BYTES);
+        let segment = "k".repeat(MAX_SEGMENT_BYTES);
+        let max = format!("{segment}/{segment}/{segment}/{}/k", &segment[1..]);
+        assert_eq!(max.len(), MAX_KEY_BYTES);
         assert!(ObjectKey::new(max).is_ok());
+        let multibyte = format!("{}x", "é".repeat(127));
+        assert_eq!(multibyte.len(), MAX_SEGMENT_BYTES);
+        assert!(ObjectKey::new(multibyte).is_ok());
     }
 
     #[test]
     fn hostile_keys_are_refused_with_a_reason() {
-        let too_long = "k".repeat(MAX_KEY_BYTES + 1);
+        let too_long = "k/".repeat(MAX_KEY_BYTES / 2) + "k";
+        let long_segment = format!("ok/{}", "s".repeat(MAX_SEGMENT_BYTES + 1));
         for (key, reason) in [
             ("", "empty"),
             ("../../etc/passwd", "'..'"),
@@ -169,6 +213,10 @@ mod tests {
             ("a\u{7f}b", "control"),
             (".vesper/meta/x", "reserved"),
             (too_long.as_str(), "1024"),
+            (
+                long_segment.as_str(),
+                "segment 2 (\"ssssssssssssssss...\") is 256 bytes; a segment is at most 255 bytes",
+            ),
         ] {
             let err = ObjectKey::new(key).expect_err(key).to_string();
             assert!(err.contains(reason), "{key:?}: {err}");
@@ -189,6 +237,16 @@ mod tests {
         }
         for bad in ["../", "a/../b", "/a", "a//b", "a\\b", "./x"] {
             assert!(validate_prefix(bad).is_err(), "{bad}");
+        }
+        let longest = "p".repeat(MAX_SEGMENT_BYTES);
+        assert!(validate_prefix(&format!("{longest}/{longest}")).is_ok());
+        for bad in [
+            format!("{longest}p"),
+            format!("{longest}p/x"),
+            format!("a/{longest}p"),
+        ] {
+            let err = validate_prefix(&bad).expect_err(&bad).to_string();
+            assert!(err.contains("at most 255 bytes"), "{err}");
         }
     }
 }

@@ -18,7 +18,7 @@ mod store;
 pub use config::{DEFAULT_MAX_OBJECT_SIZE, LakeArgs, StoragePeerArgs, open_lake};
 pub use error::StorageError;
 pub use fs::FsStore;
-pub use key::{MAX_KEY_BYTES, ObjectKey, RESERVED_SEGMENT, validate_prefix};
+pub use key::{MAX_KEY_BYTES, MAX_SEGMENT_BYTES, ObjectKey, RESERVED_SEGMENT, validate_prefix};
 pub use remote::RemoteStore;
 pub use s3::S3Store;
 pub use service::{StorageService, message_limit, serve};

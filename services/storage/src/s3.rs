@@ -19,7 +19,7 @@ use aws_sdk_s3::{
 use bytes::Bytes;
 
 use crate::{
-    ObjectKey, StorageError,
+    MAX_KEY_BYTES, ObjectKey, StorageError,
     key::validate_prefix,
     store::{
         ListPage, Metadata, ObjectMeta, ObjectStore, PutOptions, check_put, effective_max_keys,
@@ -130,6 +130,24 @@ impl S3Store {
         }
     }
 
+    /// The bucket key of `key`; refused when the lake's prefix pushes it
+    /// past S3's key limit (a key the rules accept may be that long).
+    fn object_key(&self, key: &ObjectKey) -> Result<String, StorageError> {
+        let full = self.full_key(key.as_str());
+        if full.len() > MAX_KEY_BYTES {
+            return Err(StorageError::InvalidKey {
+                key: key.to_string(),
+                reason: format!(
+                    "under the lake's prefix {:?} it is an S3 key of {} bytes; S3 keys are at most {MAX_KEY_BYTES} bytes",
+                    self.prefix,
+                    full.len()
+                )
+                .into(),
+            });
+        }
+        Ok(full)
+    }
+
     fn lake_key<'a>(&self, full_key: &'a str) -> Option<&'a str> {
         if self.prefix.is_empty() {
             Some(full_key)
@@ -212,7 +230,7 @@ impl ObjectStore for S3Store {
             .client
             .put_object()
             .bucket(&self.bucket)
-            .key(self.full_key(key.as_str()))
+            .key(self.object_key(key)?)
             .content_type(&content_type)
             .set_metadata(Some(options.metadata.clone().into_iter().collect()))
             .body(ByteStream::from(body))
@@ -234,7 +252,7 @@ impl ObjectStore for S3Store {
             .client
             .get_object()
             .bucket(&self.bucket)
-            .key(self.full_key(key.as_str()))
+            .key(self.object_key(key)?)
             .send()
             .await
             .map_err(|err| self.classify(err, Some(key)))?;
@@ -268,7 +286,7 @@ impl ObjectStore for S3Store {
             .client
             .head_object()
             .bucket(&self.bucket)
-            .key(self.full_key(key.as_str()))
+            .key(self.object_key(key)?)
             .send()
             .await
             .map_err(|err| self.classify(err, Some(key)))?;
@@ -290,11 +308,16 @@ impl ObjectStore for S3Store {
     ) -> Result<ListPage, StorageError> {
         validate_prefix(prefix)?;
         let max_keys = effective_max_keys(max_keys);
+        let full_prefix = self.full_key(prefix);
+        if full_prefix.len() > MAX_KEY_BYTES {
+            // Longer than any key of the bucket: nothing starts with it.
+            return Ok(ListPage::default());
+        }
         let output = self
             .client
             .list_objects_v2()
             .bucket(&self.bucket)
-            .prefix(self.full_key(prefix))
+            .prefix(full_prefix)
             .max_keys(i32::try_from(max_keys).unwrap_or(i32::MAX))
             .set_continuation_token(token.map(str::to_owned))
             .send()
@@ -333,7 +356,7 @@ impl ObjectStore for S3Store {
         self.client
             .delete_object()
             .bucket(&self.bucket)
-            .key(self.full_key(key.as_str()))
+            .key(self.object_key(key)?)
             .send()
             .await
             .map_err(|err| self.classify(err, Some(key)))?;

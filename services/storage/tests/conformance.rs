@@ -366,6 +366,148 @@ mod cases {
         assert_eq!(code_of(store.head(&key("m")).await), ErrorCode::NotFound);
     }
 
+    /// On a directory lake, `a`'s sidecar once was the directory that
+    /// `a.json/b`'s sidecar needed.
+    pub(super) async fn keys_that_once_shared_a_sidecar_path(store: &dyn ObjectStore) {
+        let put = |name: &'static str, role: &'static str| {
+            let options = PutOptions {
+                content_type: Some(format!("text/{role}")),
+                metadata: [("role".to_owned(), role.to_owned())].into(),
+            };
+            async move {
+                store
+                    .put(&key(name), Bytes::from(name), options)
+                    .await
+                    .unwrap_or_else(|err| panic!("put {name}: {err}"))
+            }
+        };
+        // Both orders: the file first, then the one whose path passes through it.
+        put("a", "first").await;
+        put("a.json/b", "second").await;
+        put("c.json/d", "first").await;
+        put("c", "second").await;
+        for (name, role) in [
+            ("a", "first"),
+            ("a.json/b", "second"),
+            ("c.json/d", "first"),
+            ("c", "second"),
+        ] {
+            let (meta, body) = store.get(&key(name)).await.expect("get");
+            assert_eq!(body, Bytes::from(name));
+            assert_eq!(meta.content_type, format!("text/{role}"), "{name}");
+            assert_eq!(
+                meta.metadata.get("role").map(String::as_str),
+                Some(role),
+                "{name}"
+            );
+            let head = store.head(&key(name)).await.expect("head");
+            assert_eq!(head.content_type, meta.content_type, "{name}");
+            assert_eq!(head.metadata, meta.metadata, "{name}");
+        }
+        assert_eq!(
+            all_keys(store, "", 0).await,
+            ["a", "a.json/b", "c", "c.json/d"]
+        );
+        store.delete(&key("a")).await.expect("delete a");
+        let (meta, _) = store.get(&key("a.json/b")).await.expect("get");
+        assert_eq!(meta.content_type, "text/second");
+    }
+
+    /// A segment of 255 bytes (the longest the key rules allow, the usual
+    /// file-name limit) works everywhere, alone and nested.
+    pub(super) async fn longest_segments(store: &dyn ObjectStore) {
+        let long = |c: char| c.to_string().repeat(vesper_storage::MAX_SEGMENT_BYTES);
+        let names = [
+            long('a'),
+            format!("{}/{}", long('b'), long('c')),
+            format!("d/{}x/e", "é".repeat(127)),
+        ];
+        let metadata: Metadata = [("long".to_owned(), "yes".to_owned())].into();
+        for name in &names {
+            store
+                .put(
+                    &key(name),
+                    Bytes::from(name.clone()),
+                    PutOptions {
+                        content_type: Some("text/plain".into()),
+                        metadata: metadata.clone(),
+                    },
+                )
+                .await
+                .unwrap_or_else(|err| panic!("put {} bytes: {err}", name.len()));
+        }
+        for name in &names {
+            let (meta, body) = store.get(&key(name)).await.expect("get");
+            assert_eq!(body, Bytes::from(name.clone()));
+            assert_eq!(meta.content_type, "text/plain");
+            assert_eq!(meta.metadata, metadata);
+            let head = store.head(&key(name)).await.expect("head");
+            assert_eq!(head.metadata, metadata);
+            assert_eq!(head.size, name.len() as u64);
+        }
+        let mut expected: Vec<String> = names.to_vec();
+        expected.sort();
+        assert_eq!(all_keys(store, "", 1).await, expected);
+        assert_eq!(all_keys(store, &long('b'), 0).await, [names[1].clone()]);
+        for name in &names {
+            store.delete(&key(name)).await.expect("delete");
+            assert_eq!(code_of(store.head(&key(name)).await), ErrorCode::NotFound);
+        }
+        assert!(all_keys(store, "", 0).await.is_empty());
+    }
+
+    /// Listing resumes at every position of a deep tree, with prefixes
+    /// ending mid-segment and at segment ends, in bytewise order.
+    pub(super) async fn list_resumes_anywhere_in_a_deep_tree(store: &dyn ObjectStore) {
+        let mut all: Vec<String> = [
+            "t/a/b/c/1",
+            "t/a/b/c/2",
+            "t/a/b/c.d/e",
+            "t/a/b/c0",
+            "t/a/b.txt",
+            "t/a/b0/x",
+            "t/a.x/y/z",
+            "t/a0",
+            "t/ab/c/d/e/f",
+            "t/b",
+            "u",
+        ]
+        .iter()
+        .map(|name| (*name).to_owned())
+        .collect();
+        for name in &all {
+            store
+                .put(&key(name), Bytes::from_static(b"-"), PutOptions::default())
+                .await
+                .expect("put");
+        }
+        all.sort();
+        for prefix in [
+            "",
+            "t",
+            "t/",
+            "t/a",
+            "t/a/",
+            "t/a/b",
+            "t/a/b/",
+            "t/a/b/c",
+            "t/ab/c/d/",
+        ] {
+            let expected: Vec<String> = all
+                .iter()
+                .filter(|name| name.starts_with(prefix))
+                .cloned()
+                .collect();
+            for page_size in [1, 2, 3, 0] {
+                assert_eq!(
+                    all_keys(store, prefix, page_size).await,
+                    expected,
+                    "prefix {prefix:?}, pages of {page_size}"
+                );
+            }
+        }
+    }
+
     pub(super) async fn size_limit(store: &dyn ObjectStore) {
         let at_limit = Bytes::from(vec![b'x'; TIGHT as usize]);
         store
@@ -398,6 +540,9 @@ macro_rules! conformance {
             conformance!(@case $backend, missing_objects_are_not_found, ROOMY);
             conformance!(@case $backend, delete_removes, ROOMY);
             conformance!(@case $backend, bad_input_is_invalid_argument, ROOMY);
+            conformance!(@case $backend, keys_that_once_shared_a_sidecar_path, ROOMY);
+            conformance!(@case $backend, longest_segments, ROOMY);
+            conformance!(@case $backend, list_resumes_anywhere_in_a_deep_tree, ROOMY);
             conformance!(@case $backend, size_limit, TIGHT);
         }
     };
@@ -413,3 +558,42 @@ macro_rules! conformance {
 conformance!(fs);
 conformance!(s3);
 conformance!(grpc);
+
+/// What only the S3 backend has: a key prefix of the lake's own, which
+/// takes room from S3's 1024-byte key limit.
+mod s3_only {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_key_the_lake_prefix_pushes_past_the_s3_limit_is_invalid() {
+        let backend = s3(ROOMY).await;
+        let store = &*backend.store;
+        // The lake's prefix is "lake/root/": 10 bytes.
+        let segment = "k".repeat(vesper_storage::MAX_SEGMENT_BYTES);
+        let fits = format!("{segment}/{segment}/{segment}/{}", "k".repeat(246));
+        assert_eq!(fits.len(), 1014);
+        store
+            .put(&key(&fits), Bytes::from_static(b"-"), PutOptions::default())
+            .await
+            .expect("a 1024-byte S3 key");
+        let (_, body) = store.get(&key(&fits)).await.expect("get");
+        assert_eq!(body, Bytes::from_static(b"-"));
+        assert_eq!(all_keys(store, "", 0).await, vec![fits.clone()]);
+
+        let over = format!("{fits}k");
+        let err = store
+            .put(&key(&over), Bytes::from_static(b"-"), PutOptions::default())
+            .await
+            .expect_err("a 1025-byte S3 key");
+        assert_eq!(err.code(), ErrorCode::InvalidArgument);
+        assert!(
+            err.to_string().contains("S3 keys are at most 1024 bytes"),
+            "{err}"
+        );
+        assert_eq!(
+            code_of(store.head(&key(&over)).await),
+            ErrorCode::InvalidArgument
+        );
+        assert!(all_keys(store, &over, 0).await.is_empty());
+    }
+}
