@@ -352,6 +352,251 @@ pub fn decode_webhook(body: &Value) -> Result<Vec<Event>, Vec<FieldError>> {
     }
 }
 
+/// Default cap of the events in one request, on the webhook and on gRPC
+/// `Ingest`: far above what a 1 MiB body of real events holds (about
+/// 3,000), far below what a body of empty objects could claim.
+pub const DEFAULT_MAX_REQUEST_EVENTS: usize = 10_000;
+
+/// Problems reported for one body at most; the rest are counted.
+pub const MAX_REPORTED_PROBLEMS: usize = 100;
+
+/// Why a webhook body was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookRefusal {
+    /// More events than one request may hold; nothing was decoded.
+    TooManyEvents {
+        /// The cap.
+        limit: usize,
+    },
+    /// The body or some events are invalid: up to
+    /// [`MAX_REPORTED_PROBLEMS`] problems, and how many more there were.
+    Invalid {
+        /// The problems, in order.
+        problems: Vec<FieldError>,
+        /// Problems beyond the list.
+        more: usize,
+        /// Events the body offered (0 when it was not a list of events).
+        offered: usize,
+    },
+}
+
+/// Decodes a raw webhook body, `{"events":[...]}`, holding at most
+/// `max_events` events. The events are counted while the body is parsed,
+/// before any is decoded, so a body of many tiny events costs a list of
+/// slices, not a tree of values; problems are collected up to a cap.
+pub fn decode_webhook_body(raw: &[u8], max_events: usize) -> Result<Vec<Event>, WebhookRefusal> {
+    use serde::de::DeserializeSeed;
+    let invalid = |problem: FieldError| WebhookRefusal::Invalid {
+        problems: vec![problem],
+        more: 0,
+        offered: 0,
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(raw);
+    let envelope = match (Envelope { max_events }).deserialize(&mut deserializer) {
+        Ok(envelope) => envelope,
+        Err(err) if err.to_string().starts_with(TOO_MANY_EVENTS) => {
+            return Err(WebhookRefusal::TooManyEvents { limit: max_events });
+        }
+        Err(err) => return Err(invalid(FieldError::new("body", err.to_string()))),
+    };
+    if let Err(err) = deserializer.end() {
+        return Err(invalid(FieldError::new("body", err.to_string())));
+    }
+    let events = match envelope {
+        EnvelopeShape::NotAnObject(kind) => {
+            return Err(invalid(FieldError::new(
+                "body",
+                format!("expected a JSON object with an array \"events\", got {kind}"),
+            )));
+        }
+        EnvelopeShape::NoEvents => return Err(invalid(FieldError::new("events", "missing"))),
+        EnvelopeShape::EventsNotAList(kind) => {
+            return Err(invalid(FieldError::new(
+                "events",
+                format!("expected an array, got {kind}"),
+            )));
+        }
+        EnvelopeShape::Events(events) => events,
+    };
+    let offered = events.len();
+    let mut problems = Vec::new();
+    let mut more = 0;
+    let mut decoded = Vec::with_capacity(offered);
+    for (index, raw_event) in events.into_iter().enumerate() {
+        let path = format!("events[{index}]");
+        let mut errors = Vec::new();
+        match serde_json::from_str::<Value>(raw_event.get()) {
+            Ok(value) => {
+                if let Some(event) = decode_event(&path, &value, &mut errors) {
+                    decoded.push(event);
+                }
+            }
+            Err(err) => errors.push(FieldError::new(path, err.to_string())),
+        }
+        for error in errors {
+            if problems.len() < MAX_REPORTED_PROBLEMS {
+                problems.push(error);
+            } else {
+                more += 1;
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(decoded)
+    } else {
+        Err(WebhookRefusal::Invalid {
+            problems,
+            more,
+            offered,
+        })
+    }
+}
+
+/// The start of the parse error that a body over the event cap raises.
+const TOO_MANY_EVENTS: &str = "vesper: too many events";
+
+/// What the top of a webhook body turned out to be.
+enum EnvelopeShape<'a> {
+    NotAnObject(&'static str),
+    NoEvents,
+    EventsNotAList(&'static str),
+    Events(Vec<&'a serde_json::value::RawValue>),
+}
+
+/// Parses the envelope, keeping each event as an unparsed slice and
+/// stopping past `max_events`.
+struct Envelope {
+    max_events: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Envelope {
+    type Value = EnvelopeShape<'de>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+/// The JSON kind a visitor saw, in the words of [`kind_of`].
+macro_rules! other_kind {
+    ($($method:ident: $type:ty => $kind:literal),* $(,)?) => {
+        $(fn $method<E: serde::de::Error>(self, _: $type) -> Result<Self::Value, E> {
+            Ok(Self::Value::from_kind($kind))
+        })*
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Self::Value::from_kind("null"))
+        }
+    };
+}
+
+impl EnvelopeShape<'_> {
+    fn from_kind(kind: &'static str) -> Self {
+        Self::NotAnObject(kind)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Envelope {
+    type Value = EnvelopeShape<'de>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a JSON object with an array \"events\"")
+    }
+
+    other_kind! {
+        visit_bool: bool => "a boolean",
+        visit_i64: i64 => "a number",
+        visit_u64: u64 => "a number",
+        visit_f64: f64 => "a number",
+        visit_str: &str => "a string",
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(EnvelopeShape::NotAnObject("an array"))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut shape = EnvelopeShape::NoEvents;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == "events" {
+                shape = map.next_value_seed(EventList {
+                    max_events: self.max_events,
+                })?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(shape)
+    }
+}
+
+/// The value of `"events"`.
+struct EventList {
+    max_events: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for EventList {
+    type Value = EnvelopeShape<'de>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for EventList {
+    type Value = EnvelopeShape<'de>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("an array of events")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(EnvelopeShape::EventsNotAList("a boolean"))
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(EnvelopeShape::EventsNotAList("a number"))
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(EnvelopeShape::EventsNotAList("a number"))
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(EnvelopeShape::EventsNotAList("a number"))
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(EnvelopeShape::EventsNotAList("a string"))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(EnvelopeShape::EventsNotAList("null"))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(EnvelopeShape::EventsNotAList("an object"))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut events = Vec::new();
+        while let Some(event) = seq.next_element::<&'de serde_json::value::RawValue>()? {
+            if events.len() == self.max_events {
+                return Err(serde::de::Error::custom(format_args!(
+                    "{TOO_MANY_EVENTS}: more than {}",
+                    self.max_events
+                )));
+            }
+            events.push(event);
+        }
+        Ok(EnvelopeShape::Events(events))
+    }
+}
+
 /// Decodes one upstream-shaped event at `path`, appending its problems to
 /// `errors`; `None` when it has any.
 pub fn decode_event(path: &str, value: &Value, errors: &mut Vec<FieldError>) -> Option<Event> {
@@ -614,6 +859,23 @@ fn kind_of(value: &Value) -> &'static str {
 
 // ---------------------------------------------------------------- validate
 
+/// How deep `properties` may nest (the properties object is level 1, each
+/// object or array inside it one more). Protobuf decoders stop at 100
+/// nested messages and every JSON level costs up to three of them, so this
+/// keeps any accepted event decodable by every hop, with room to spare.
+pub const MAX_PROPERTIES_DEPTH: usize = 20;
+
+/// Most keys in `properties`, counted at every level.
+pub const MAX_PROPERTY_KEYS: usize = 1_000;
+
+/// Longest key in `properties`, in bytes.
+pub const MAX_PROPERTY_KEY_BYTES: usize = 256;
+
+/// Event timestamps must fall in these years (UTC), so that every event has
+/// a `dt=YYYY-MM-DD` partition the analytics read as a date. Absolute
+/// bounds: nothing is checked against the current time.
+pub const EVENT_YEARS: std::ops::RangeInclusive<i32> = 1970..=9999;
+
 /// The rules every event must satisfy, whichever face it came through; the
 /// problems of the event at `path` (e.g. `events[3]`), empty when valid.
 pub fn validate_event(path: &str, event: &Event) -> Vec<FieldError> {
@@ -657,12 +919,30 @@ pub fn validate_event(path: &str, event: &Event) -> Vec<FieldError> {
             format!("missing or unknown, expected {}", Source::expected()),
         );
     }
-    match &event.timestamp {
+    match event.timestamp.as_ref().map(to_datetime) {
         None => fail("timestamp", "missing".into()),
-        Some(timestamp) if to_datetime(timestamp).is_none() => {
-            fail("timestamp", "out of range".into());
+        Some(None) => fail("timestamp", "out of range".into()),
+        Some(Some(datetime)) if !EVENT_YEARS.contains(&datetime.year()) => fail(
+            "timestamp",
+            format!(
+                "year {} is outside {}..={}",
+                datetime.year(),
+                EVENT_YEARS.start(),
+                EVENT_YEARS.end()
+            ),
+        ),
+        Some(Some(_)) => {}
+    }
+    if let Some(extra) = event.properties.as_ref().and_then(|p| p.extra.as_ref()) {
+        let mut keys = 0;
+        if let Err((field, reason)) = check_struct(extra, 1, &mut keys) {
+            let field = if field.is_empty() {
+                "properties".to_owned()
+            } else {
+                format!("properties.{field}")
+            };
+            fail(&field, reason);
         }
-        Some(_) => {}
     }
     let typed = event.properties.as_ref().and_then(|p| p.typed.as_ref());
     match (event_type, typed) {
@@ -721,6 +1001,75 @@ pub fn validate_event(path: &str, event: &Event) -> Vec<FieldError> {
         _ => {}
     }
     errors
+}
+
+/// Checks the nesting, key count and key lengths of a `Struct` at `depth`;
+/// the first problem as the path below it and the reason.
+fn check_struct(fields: &Struct, depth: usize, keys: &mut usize) -> Result<(), (String, String)> {
+    for (key, value) in &fields.fields {
+        *keys += 1;
+        if *keys > MAX_PROPERTY_KEYS {
+            return Err((
+                String::new(),
+                format!("more than {MAX_PROPERTY_KEYS} keys (counted at every level)"),
+            ));
+        }
+        if key.len() > MAX_PROPERTY_KEY_BYTES {
+            let shown: String = key.chars().take(16).collect();
+            return Err((
+                String::new(),
+                format!(
+                    "key {shown:?}... is {} bytes, over the limit of {MAX_PROPERTY_KEY_BYTES}",
+                    key.len()
+                ),
+            ));
+        }
+        check_value(value, depth, keys).map_err(|(below, reason)| {
+            let path = if below.is_empty() {
+                key.clone()
+            } else if below.starts_with('[') {
+                format!("{key}{below}")
+            } else {
+                format!("{key}.{below}")
+            };
+            (path, reason)
+        })?;
+    }
+    Ok(())
+}
+
+fn check_value(
+    value: &prost_types::Value,
+    depth: usize,
+    keys: &mut usize,
+) -> Result<(), (String, String)> {
+    let nested = match &value.kind {
+        Some(Kind::StructValue(_) | Kind::ListValue(_)) => depth + 1,
+        _ => return Ok(()),
+    };
+    if nested > MAX_PROPERTIES_DEPTH {
+        return Err((
+            String::new(),
+            format!("nests deeper than {MAX_PROPERTIES_DEPTH} levels"),
+        ));
+    }
+    match &value.kind {
+        Some(Kind::StructValue(inner)) => check_struct(inner, nested, keys),
+        Some(Kind::ListValue(list)) => {
+            for (index, item) in list.values.iter().enumerate() {
+                check_value(item, nested, keys).map_err(|(below, reason)| {
+                    let path = if below.is_empty() || below.starts_with('[') {
+                        format!("[{index}]{below}")
+                    } else {
+                        format!("[{index}].{below}")
+                    };
+                    (path, reason)
+                })?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The hyphenated 8-4-4-4-12 form every producer sends.

@@ -19,6 +19,8 @@ pub struct GatewayConfig {
     pub request_timeout: Duration,
     /// The largest webhook body accepted.
     pub body_limit: ByteSize,
+    /// Most events in one webhook body.
+    pub max_request_events: usize,
     /// When set, webhook calls must carry a valid signature.
     pub webhook_signing: Option<WebhookSigning>,
 }
@@ -32,6 +34,7 @@ impl GatewayConfig {
             ingest: addr,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             body_limit: DEFAULT_BODY_LIMIT,
+            max_request_events: vesper::wire::DEFAULT_MAX_REQUEST_EVENTS,
             webhook_signing: None,
         }
     }
@@ -110,6 +113,17 @@ pub struct GatewayLimits {
     )]
     pub body_limit: ByteSize,
 
+    /// Most events in one webhook body; a larger body gets 413 before any
+    /// event is decoded. Ingest has its own cap (--max-request-events of
+    /// `vesper ingest`), which answers 413 through the webhook too.
+    #[arg(
+        long = "webhook-max-events",
+        env = "VESPER_WEBHOOK_MAX_EVENTS",
+        default_value_t = vesper::wire::DEFAULT_MAX_REQUEST_EVENTS,
+        value_name = "N"
+    )]
+    pub max_request_events: usize,
+
     /// How far the timestamp of a webhook signature may be from the
     /// gateway's clock (e.g. 5m). Signatures are required only when the
     /// secret is set in the environment variable VESPER_WEBHOOK_SECRET
@@ -143,6 +157,7 @@ impl GatewayArgs {
             ingest: self.ingest_addr.clone(),
             request_timeout: self.limits.request_timeout,
             body_limit: self.limits.body_limit,
+            max_request_events: self.limits.max_request_events,
             webhook_signing: self.limits.webhook_signing(),
         }
     }

@@ -33,6 +33,14 @@ pub enum GatewayError {
         /// The limit in bytes.
         limit: u64,
     },
+    /// The body holds more events than one request may.
+    #[error(
+        "the body holds more than {limit} events, the most one request may carry (--webhook-max-events); split the batch"
+    )]
+    TooManyEvents {
+        /// The cap.
+        limit: usize,
+    },
     /// The body's declared content type is not JSON.
     #[error("unsupported content type {content_type:?}: send application/json")]
     UnsupportedMediaType {
@@ -106,7 +114,9 @@ impl ServiceError for GatewayError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::BadRequest { .. } => ErrorCode::InvalidArgument,
-            Self::PayloadTooLarge { .. } => ErrorCode::ResourceExhausted,
+            Self::PayloadTooLarge { .. } | Self::TooManyEvents { .. } => {
+                ErrorCode::ResourceExhausted
+            }
             Self::UnsupportedMediaType { .. } => ErrorCode::UnsupportedMediaType,
             Self::Unauthenticated { .. } => ErrorCode::Unauthenticated,
             Self::PeerUnreachable { .. } => ErrorCode::Unavailable,

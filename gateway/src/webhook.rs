@@ -9,7 +9,7 @@
 //! | 200 `{"status":"success","accepted","filtered","duplicates"}` | the events are durable (or were signups / duplicates) |
 //! | 400 `{"error":"Invalid payload","details":[...]}` | malformed JSON (with line and column) or any invalid event; nothing of the batch is stored |
 //! | 401 `{"error":...}` | signing is on and the signature is missing, malformed, wrong or stale |
-//! | 413 `{"error":...}` | the body is over the limit |
+//! | 413 `{"error":...}` | the body is over the byte limit, or holds more events than one request may |
 //! | 415 `{"error":...}` | an explicit content type that is not JSON |
 //! | 503 `{"error":...}` + `Retry-After` | ingest is unreachable, its log is full while storage is down, or its disk is full |
 
@@ -19,7 +19,7 @@ use axum::{Json, Router, body::Body, extract::State, routing::post};
 use http::{HeaderMap, header::CONTENT_LENGTH, header::CONTENT_TYPE};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{Value, json};
-use vesper::v1::IngestRequest;
+use vesper::{v1::IngestRequest, wire::WebhookRefusal};
 
 use crate::{AppState, GatewayError};
 
@@ -48,16 +48,22 @@ async fn receive(
     if let Some(signing) = &state.config().webhook_signing {
         signature::verify(signing, &headers, &raw, std::time::SystemTime::now())?;
     }
-    let value: Value =
-        serde_json::from_slice(&raw).map_err(|err| invalid_payload([format!("body: {err}")]))?;
-    let events = vesper::wire::decode_webhook(&value).map_err(|errors| {
-        let offered = value
-            .get("events")
-            .and_then(Value::as_array)
-            .map_or(0, Vec::len);
-        state.count_webhook_rejected(u64::try_from(offered).unwrap_or(u64::MAX));
-        invalid_payload(errors.iter().map(ToString::to_string))
-    })?;
+    let events = vesper::wire::decode_webhook_body(&raw, state.config().max_request_events)
+        .map_err(|refusal| match refusal {
+            WebhookRefusal::TooManyEvents { limit } => GatewayError::TooManyEvents { limit },
+            WebhookRefusal::Invalid {
+                problems,
+                more,
+                offered,
+            } => {
+                state.count_webhook_rejected(u64::try_from(offered).unwrap_or(u64::MAX));
+                let mut details: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                if more > 0 {
+                    details.push(format!("... and {more} more problems"));
+                }
+                invalid_payload(details)
+            }
+        })?;
     tracing::Span::current().record("events", events.len());
     if events.is_empty() {
         return Ok(success(0, 0, 0));

@@ -366,3 +366,138 @@ fn timestamps_keep_fractions_only_when_present() {
     };
     assert!(to_datetime(&broken).is_none());
 }
+
+fn nested_arrays(depth: usize) -> Value {
+    let mut value = json!("leaf");
+    for _ in 0..depth {
+        value = json!([value]);
+    }
+    value
+}
+
+fn click_with(properties: Value) -> Value {
+    json!({
+        "event_id": "7e8f9a0b-1c2d-4e3f-9a5b-6c7d8e9f0a1b",
+        "user_id": "user_3",
+        "event_type": "click",
+        "source": "web",
+        "timestamp": "2026-12-01T00:00:00Z",
+        "properties": properties
+    })
+}
+
+#[test]
+fn nesting_past_the_bound_is_refused_naming_the_field() {
+    // The properties object is level 1: 19 arrays inside it is level 20.
+    let deepest = click_with(json!({ "x": nested_arrays(MAX_PROPERTIES_DEPTH - 1) }));
+    let event = decode_one(deepest).expect("the deepest allowed nesting is accepted");
+    // ...and survives a protobuf round trip through every hop's decoder.
+    let request = crate::v1::IngestRequest {
+        events: vec![event.clone()],
+    };
+    let bytes = prost::Message::encode_to_vec(&request);
+    let decoded: crate::v1::IngestRequest =
+        prost::Message::decode(bytes.as_slice()).expect("decodes within the recursion limit");
+    assert_eq!(decoded.events, [event]);
+
+    let errors = errors_of(click_with(json!({ "x": nested_arrays(48) })));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("events[0].properties.x[0]")
+            && errors[0].contains("nests deeper than 20 levels"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn too_many_or_too_long_keys_are_refused() {
+    let mut many = Map::new();
+    for n in 0..=MAX_PROPERTY_KEYS {
+        many.insert(format!("k{n}"), json!(n));
+    }
+    let errors = errors_of(click_with(Value::Object(many)));
+    assert!(errors[0].contains("more than 1000 keys"), "{errors:?}");
+
+    let long_key = "k".repeat(MAX_PROPERTY_KEY_BYTES + 1);
+    let errors = errors_of(click_with(json!({ "outer": { long_key: 1 } })));
+    assert!(
+        errors[0].starts_with("events[0].properties.outer:") && errors[0].contains("257 bytes"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn timestamps_outside_1970_to_9999_are_refused() {
+    for (timestamp, ok) in [
+        ("1970-01-01T00:00:00Z", true),
+        ("9999-12-31T23:59:59Z", true),
+        ("1969-12-31T23:59:59Z", false),
+    ] {
+        let mut event = click_with(json!({}));
+        event["timestamp"] = json!(timestamp);
+        assert_eq!(decode_one(event).is_ok(), ok, "{timestamp}");
+    }
+    // Over gRPC a timestamp can say anything the type holds: year -1.
+    let mut event = decode_one(click_with(json!({}))).expect("valid");
+    event.timestamp = Some(Timestamp {
+        seconds: -62_198_755_200,
+        nanos: 0,
+    });
+    let errors: Vec<String> = validate_event("events[0]", &event)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        errors,
+        ["events[0].timestamp: year -1 is outside 1970..=9999"]
+    );
+}
+
+#[test]
+fn a_body_past_the_event_cap_is_refused_before_decoding() {
+    let body = format!("{{\"events\":[{}]}}", vec!["{}"; 350_000].join(","));
+    assert_eq!(
+        decode_webhook_body(body.as_bytes(), 10_000),
+        Err(WebhookRefusal::TooManyEvents { limit: 10_000 })
+    );
+    // Under the cap, problems are collected up to their own cap.
+    let body = format!("{{\"events\":[{}]}}", vec!["{}"; 5_000].join(","));
+    let Err(WebhookRefusal::Invalid {
+        problems,
+        more,
+        offered,
+    }) = decode_webhook_body(body.as_bytes(), 10_000)
+    else {
+        panic!("expected a refusal");
+    };
+    assert_eq!(problems.len(), MAX_REPORTED_PROBLEMS);
+    assert_eq!(offered, 5_000);
+    assert_eq!(more, 5_000 * 6 - MAX_REPORTED_PROBLEMS);
+}
+
+#[test]
+fn the_raw_body_decoder_keeps_the_old_messages() {
+    let refusal = |body: &str| match decode_webhook_body(body.as_bytes(), 10) {
+        Err(WebhookRefusal::Invalid { problems, .. }) => problems[0].to_string(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        refusal("[1]"),
+        "body: expected a JSON object with an array \"events\", got an array"
+    );
+    assert_eq!(refusal("{}"), "events: missing");
+    assert_eq!(
+        refusal("{\"events\":{}}"),
+        "events: expected an array, got an object"
+    );
+    assert!(
+        refusal("{\"events\":[").starts_with("body: EOF"),
+        "{}",
+        refusal("{\"events\":[")
+    );
+    let one = serde_json::to_string(&json!({ "events": [click_with(json!({}))] })).expect("json");
+    assert_eq!(
+        decode_webhook_body(one.as_bytes(), 10).map(|e| e.len()),
+        Ok(1)
+    );
+}

@@ -34,7 +34,7 @@ pub const DEFAULT_BATCH_BYTES: ByteSize = ByteSize::mib(8);
 /// for the lake; past it they wait in the log only.
 pub const DEFAULT_MAX_BUFFERED_BYTES: ByteSize = ByteSize::mib(64);
 /// Default cap of the events of one Ingest call (and one webhook body).
-pub const DEFAULT_MAX_REQUEST_EVENTS: usize = 10_000;
+pub const DEFAULT_MAX_REQUEST_EVENTS: usize = vesper::wire::DEFAULT_MAX_REQUEST_EVENTS;
 
 /// How the ingest engine runs.
 #[derive(Debug, Clone)]
