@@ -7,7 +7,8 @@ use vesper_storage::{DEFAULT_MAX_OBJECT_SIZE, ObjectStore, StoragePeerArgs};
 
 use crate::{
     BatchEngine, BatchError, DEFAULT_CONCURRENCY, DEFAULT_MAX_REDIRECTS, DEFAULT_MAX_RESPONSE_SIZE,
-    DEFAULT_MAX_RUN_PAGES, MAX_REDIRECTS_CEILING, MAX_RUN_PAGES_CEILING, Pipelines, RunLimits,
+    DEFAULT_MAX_RUN_PAGES, MAX_CONCURRENCY, MAX_REDIRECTS_CEILING, MAX_RUN_PAGES_CEILING,
+    Pipelines, RunLimits,
 };
 
 /// Which pipelines there are, and where they pull from.
@@ -55,11 +56,12 @@ pub struct EngineArgs {
 
     /// Pages fetched at once when a run knows its total after the first
     /// page (offset paging with a total field); 1 fetches one page after
-    /// the other. Pages are written in order either way.
+    /// the other, at most 64. Pages are written in order either way.
     #[arg(
         long,
         env = "VESPER_CONCURRENCY",
         default_value_t = DEFAULT_CONCURRENCY,
+        value_parser = parse_concurrency,
         value_name = "N"
     )]
     pub concurrency: NonZeroUsize,
@@ -97,6 +99,15 @@ pub struct EngineArgs {
         value_name = "N"
     )]
     pub max_run_pages: u64,
+}
+
+/// 1 to [`MAX_CONCURRENCY`]: each page in flight may hold a response of
+/// up to `--max-response-size`.
+fn parse_concurrency(text: &str) -> Result<NonZeroUsize, String> {
+    text.parse::<NonZeroUsize>()
+        .ok()
+        .filter(|n| n.get() <= MAX_CONCURRENCY)
+        .ok_or_else(|| format!("must be a whole number from 1 to {MAX_CONCURRENCY}"))
 }
 
 impl EngineArgs {

@@ -26,6 +26,9 @@ use crate::{
 /// Pages fetched at once when the total is known, unless told otherwise.
 pub const DEFAULT_CONCURRENCY: NonZeroUsize = NonZeroUsize::new(4).expect("4 is not zero");
 
+/// The most pages `--concurrency` fetches at once.
+pub const MAX_CONCURRENCY: usize = 64;
+
 /// Runs declared pipelines into the lake.
 ///
 /// ```no_run

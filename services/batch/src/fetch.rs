@@ -499,8 +499,15 @@ fn server_message(body: &[u8], status: StatusCode) -> String {
     }
 }
 
+/// The start of a server's text, with control characters (newlines,
+/// terminal escapes) as spaces: it ends up in log lines and on terminals.
 fn truncate(text: &str) -> String {
-    redact::shorten(text, MAX_MESSAGE_CHARS)
+    let text: String = text
+        .chars()
+        .take(MAX_MESSAGE_CHARS + 1)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    redact::shorten(&text, MAX_MESSAGE_CHARS)
 }
 
 /// An error with its causes, "a: b: c" (reqwest's own text is terse).
@@ -618,6 +625,11 @@ mod tests {
         );
         assert_eq!(server_message(b"plain words\n", status), "plain words");
         assert_eq!(server_message(b"", status), "Bad Request");
+        assert_eq!(
+            server_message(b"{\"error\":\"forged\\n2026 INFO ok\\u001b[2J\"}", status),
+            "forged 2026 INFO ok [2J",
+            "no line or escape of the server's own in a log line"
+        );
         let long = "x".repeat(1000);
         assert_eq!(
             server_message(long.as_bytes(), status).len(),

@@ -25,7 +25,7 @@ mod spec;
 mod transform;
 
 pub use args::{BatchArgs, EngineArgs, PipelineArgs};
-pub use engine::{BatchEngine, DEFAULT_CONCURRENCY};
+pub use engine::{BatchEngine, DEFAULT_CONCURRENCY, MAX_CONCURRENCY};
 pub use error::BatchError;
 pub use fetch::USER_AGENT;
 pub use field::FieldPath;
