@@ -564,14 +564,16 @@ pub fn every_file(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     files
 }
 
-/// Log lines written while it is installed on this thread (tests run on a
-/// current-thread runtime, so the engine's tasks log here too).
+/// Every log line of the test process. Tracing caches which callsites a
+/// subscriber wants across threads, so a thread-local capture misses
+/// events when tests run in parallel: a test that captures logs has a test
+/// binary of its own and installs this once.
 #[derive(Clone, Default)]
 pub struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
 
 impl CapturedLogs {
-    /// Captures DEBUG and above until the guard is dropped.
-    pub fn install() -> (Self, tracing::subscriber::DefaultGuard) {
+    /// Captures DEBUG and above, process-wide.
+    pub fn install() -> Self {
         let logs = Self::default();
         let writer = logs.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -579,7 +581,9 @@ impl CapturedLogs {
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("the only subscriber of this test binary");
+        logs
     }
 
     pub fn text(&self) -> String {
