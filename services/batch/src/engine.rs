@@ -349,10 +349,13 @@ impl Run<'_> {
         // against the page limit.
         let last = plan.pages();
         let planned_pages = self.pages.saturating_add(last);
+        // A plan cut short by a stop rule brings fewer records than the
+        // API's total.
         let expected_records = match (records, stop.max_records) {
             (Some(records), Some(max)) => Some(records.min(max)),
             (records, _) => records,
-        };
+        }
+        .map(|records| records.min(planned_pages.saturating_mul(full_page)));
         self.observer
             .planned(&self.pipeline.name, planned_pages, expected_records);
 
