@@ -110,7 +110,7 @@ impl ListCommand {
                 pipeline.prefix().to_owned(),
                 pipeline.describe_pagination(),
                 if stop.is_empty() { "-".into() } else { stop },
-                pipeline.first_url().to_string(),
+                pipeline.display_url(),
             ]);
         }
         let mut out = std::io::stdout().lock();

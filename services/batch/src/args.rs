@@ -2,9 +2,14 @@
 
 use std::{num::NonZeroUsize, path::PathBuf, sync::Arc};
 
+use vesper::config::ByteSize;
 use vesper_storage::{DEFAULT_MAX_OBJECT_SIZE, ObjectStore, StoragePeerArgs};
 
-use crate::{BatchEngine, BatchError, DEFAULT_CONCURRENCY, Pipelines};
+use crate::{
+    BatchEngine, BatchError, DEFAULT_CONCURRENCY, DEFAULT_MAX_REDIRECTS, DEFAULT_MAX_RESPONSE_SIZE,
+    DEFAULT_MAX_RUN_PAGES, MAX_CONCURRENCY, MAX_REDIRECTS_CEILING, MAX_RUN_PAGES_CEILING,
+    Pipelines, RunLimits,
+};
 
 /// Which pipelines there are, and where they pull from.
 #[derive(Debug, Clone, clap::Args)]
@@ -17,7 +22,14 @@ pub struct PipelineArgs {
     /// The URL the pipelines' paths are relative to, replacing the file's
     /// base_url (pipelines with a base_url of their own keep it). The
     /// built-in pipelines use the local gateway, http://127.0.0.1:8080/api/.
-    #[arg(long, env = "VESPER_SOURCE_URL", value_name = "URL")]
+    /// Credentials in it (user:password@) are sent as Basic auth and never
+    /// shown.
+    #[arg(
+        long,
+        env = "VESPER_SOURCE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub source_url: Option<String>,
 }
 
@@ -44,20 +56,87 @@ pub struct EngineArgs {
 
     /// Pages fetched at once when a run knows its total after the first
     /// page (offset paging with a total field); 1 fetches one page after
-    /// the other. Pages are written in order either way.
+    /// the other, at most 64. Pages are written in order either way.
     #[arg(
         long,
         env = "VESPER_CONCURRENCY",
         default_value_t = DEFAULT_CONCURRENCY,
+        value_parser = parse_concurrency,
         value_name = "N"
     )]
     pub concurrency: NonZeroUsize,
+
+    /// The largest response body a run reads (e.g. 64MiB, 512KiB, at most
+    /// 1GiB); a larger one fails the run. A pipeline file's
+    /// limits.max_response_size wins over it.
+    #[arg(
+        long,
+        env = "VESPER_BATCH_MAX_RESPONSE_SIZE",
+        default_value_t = DEFAULT_MAX_RESPONSE_SIZE,
+        value_name = "SIZE"
+    )]
+    pub max_response_size: ByteSize,
+
+    /// Redirects followed per request, to the same origin only; one more
+    /// fails the run. A pipeline file's limits.max_redirects wins over it.
+    #[arg(
+        long,
+        env = "VESPER_BATCH_MAX_REDIRECTS",
+        default_value_t = DEFAULT_MAX_REDIRECTS,
+        value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_REDIRECTS_CEILING)),
+        value_name = "N"
+    )]
+    pub max_redirects: u32,
+
+    /// Pages a run may fetch; a run whose API has more fails (a stop rule
+    /// ends a run early on purpose instead). A pipeline file's
+    /// limits.max_pages wins over it.
+    #[arg(
+        long,
+        env = "VESPER_BATCH_MAX_RUN_PAGES",
+        default_value_t = DEFAULT_MAX_RUN_PAGES,
+        value_parser = clap::value_parser!(u64).range(1..=MAX_RUN_PAGES_CEILING),
+        value_name = "N"
+    )]
+    pub max_run_pages: u64,
+}
+
+/// 1 to [`MAX_CONCURRENCY`]: each page in flight may hold a response of
+/// up to `--max-response-size`.
+fn parse_concurrency(text: &str) -> Result<NonZeroUsize, String> {
+    text.parse::<NonZeroUsize>()
+        .ok()
+        .filter(|n| n.get() <= MAX_CONCURRENCY)
+        .ok_or_else(|| format!("must be a whole number from 1 to {MAX_CONCURRENCY}"))
 }
 
 impl EngineArgs {
+    /// The limits these options set.
+    pub fn limits(&self) -> RunLimits {
+        RunLimits {
+            max_response_bytes: self.max_response_size.bytes(),
+            max_redirects: self.max_redirects,
+            max_pages: self.max_run_pages,
+        }
+    }
+
     /// An engine over the declared pipelines, writing to `store`.
     pub fn engine(&self, store: Arc<dyn ObjectStore>) -> Result<BatchEngine, BatchError> {
-        Ok(BatchEngine::new(self.pipelines.load()?, store)?.with_concurrency(self.concurrency))
+        self.limits()
+            .check()
+            .map_err(|(limit, reason)| BatchError::Invalid {
+                origin: "command line".into(),
+                field: match limit {
+                    "max_response_size" => "--max-response-size",
+                    "max_redirects" => "--max-redirects",
+                    _ => "--max-run-pages",
+                }
+                .into(),
+                reason,
+            })?;
+        BatchEngine::new(self.pipelines.load()?, store)?
+            .with_concurrency(self.concurrency)
+            .with_limits(self.limits())
     }
 }
 

@@ -3,7 +3,6 @@
 use std::{fmt, num::NonZeroUsize, sync::Arc, time::Instant};
 
 use futures::{StreamExt, stream};
-use reqwest::Url;
 use serde_json::Value;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tokio_util::task::AbortOnDropHandle;
@@ -15,16 +14,20 @@ use vesper_storage::ObjectStore;
 use crate::{
     BatchError, Record, RunReport, RunStatus,
     fetch::{Fetcher, Page, http_client},
-    pagination::{Pager, Step},
+    pagination::{PageBudget, Pager, Plan, Step},
     progress::{LogProgress, Progress, RunObserver},
+    redact,
     report::human_bytes,
     snapshot::{Manifest, SnapshotWriter, run_directory},
-    spec::{Pipeline, Pipelines},
+    spec::{Pipeline, Pipelines, RunLimits},
     transform::PageMetadata,
 };
 
 /// Pages fetched at once when the total is known, unless told otherwise.
 pub const DEFAULT_CONCURRENCY: NonZeroUsize = NonZeroUsize::new(4).expect("4 is not zero");
+
+/// The most pages `--concurrency` fetches at once.
+pub const MAX_CONCURRENCY: usize = 64;
 
 /// Runs declared pipelines into the lake.
 ///
@@ -47,6 +50,7 @@ pub struct BatchEngine {
     store: Arc<dyn ObjectStore>,
     client: reqwest::Client,
     concurrency: NonZeroUsize,
+    limits: RunLimits,
     observer: Arc<dyn RunObserver>,
 }
 
@@ -56,6 +60,7 @@ impl fmt::Debug for BatchEngine {
             .field("pipelines", &self.pipelines.names())
             .field("store", &self.store.location())
             .field("concurrency", &self.concurrency)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -69,8 +74,24 @@ impl BatchEngine {
             store,
             client: http_client()?,
             concurrency: DEFAULT_CONCURRENCY,
+            limits: RunLimits::default(),
             observer: Arc::new(LogProgress::default()),
         })
+    }
+
+    /// The limits of pipelines whose file does not set its own (what the
+    /// `--max-response-size`, `--max-redirects` and `--max-run-pages`
+    /// flags set). An error names a limit outside its range.
+    pub fn with_limits(mut self, limits: RunLimits) -> Result<Self, BatchError> {
+        limits
+            .check()
+            .map_err(|(limit, reason)| BatchError::Invalid {
+                origin: "engine limits".into(),
+                field: limit.into(),
+                reason,
+            })?;
+        self.limits = limits;
+        Ok(self)
     }
 
     /// Fetches up to `concurrency` pages at once when a run knows its total
@@ -165,7 +186,7 @@ impl BatchEngine {
         tracing::Span::current().record("run_id", tracing::field::display(run_id));
         let started_at = OffsetDateTime::now_utc();
         let clock = Instant::now();
-        let source_url = pipeline.first_url();
+        let source_url = pipeline.display_url();
         let directory = run_directory(&pipeline.prefix, started_at, run_id);
         tracing::info!(
             "{}: run {run_id} started: {source_url} -> {directory}",
@@ -173,9 +194,11 @@ impl BatchEngine {
         );
         self.observer.started(&pipeline.name, &run_id.to_string());
 
+        let limits = pipeline.limits(self.limits);
         let mut run = Run {
             pipeline,
-            fetcher: Fetcher::new(self.client.clone(), pipeline, shutdown.clone()),
+            limits,
+            fetcher: Fetcher::new(self.client.clone(), pipeline, limits, shutdown.clone()),
             writer: SnapshotWriter::new(Arc::clone(&self.store), directory, pipeline.parts),
             observer: self.observer.as_ref(),
             concurrency: self.concurrency,
@@ -189,7 +212,7 @@ impl BatchEngine {
                 .publish(|parts| Manifest {
                     pipeline: pipeline.name.clone(),
                     run_id: run_id.to_string(),
-                    source_url: source_url.to_string(),
+                    source_url: source_url.clone(),
                     started_at: rfc3339(started_at),
                     finished_at: rfc3339(OffsetDateTime::now_utc()),
                     records: parts.iter().map(|part| part.records).sum(),
@@ -219,7 +242,7 @@ impl BatchEngine {
             status,
             error,
             stop_reason,
-            source_url: source_url.to_string(),
+            source_url,
             started_at,
             finished_at: OffsetDateTime::now_utc(),
             duration: clock.elapsed(),
@@ -250,6 +273,7 @@ impl BatchEngine {
 /// One run in progress.
 struct Run<'e> {
     pipeline: &'e Pipeline,
+    limits: RunLimits,
     fetcher: Fetcher,
     writer: SnapshotWriter,
     observer: &'e dyn RunObserver,
@@ -264,15 +288,21 @@ impl Run<'_> {
     /// Fetches and writes every page; answers why paging ended.
     async fn fetch_all(&mut self) -> Result<String, BatchError> {
         let pipeline = self.pipeline;
-        let mut pager = Pager::new(&pipeline.pagination, &pipeline.endpoint);
+        let budget = PageBudget {
+            limit: self.limits.max_pages,
+            stop_pages: pipeline.stop.max_pages,
+            stop_records: pipeline.stop.max_records,
+        };
+        let mut pager = Pager::new(&pipeline.pagination, &pipeline.endpoint, budget);
         let mut url = pager.first_url();
         loop {
             let page = self.fetcher.page(url).await?;
             let records = u64::try_from(page.records.len()).unwrap_or(u64::MAX);
+            let page_url = redact::url(&page.url);
             let step = pager
                 .after(&page.url, &page.body, records)
                 .map_err(|problem| BatchError::Response {
-                    url: page.url.to_string(),
+                    url: page_url.clone(),
                     problem,
                 })?;
             if let Some(stop) = self.accept(page).await? {
@@ -280,13 +310,25 @@ impl Run<'_> {
             }
             match step {
                 Step::Done(reason) => return Ok(reason),
+                Step::Next(_) if self.pages >= self.limits.max_pages => {
+                    // The API has more, and the run may not fetch it:
+                    // failing is the only answer that does not pass a
+                    // partial pull off as a complete one.
+                    return Err(BatchError::Response {
+                        url: page_url,
+                        problem: format!(
+                            "the API has more pages after page {}, the run's page limit (limits.max_pages); the run would not fetch everything, so it fails instead: raise limits.max_pages (--max-run-pages), or set stop.max_pages or stop.max_records to take only part",
+                            self.pages
+                        ),
+                    });
+                }
                 Step::Next(next) => url = next,
                 Step::Remaining {
-                    urls,
+                    plan,
                     full_page,
                     records,
                     done,
-                } => return self.fetch_planned(urls, full_page, records, done).await,
+                } => return self.fetch_planned(plan, full_page, records, done).await,
             }
         }
     }
@@ -297,30 +339,28 @@ impl Run<'_> {
     /// error or a stop rule) aborts the fetches still running.
     async fn fetch_planned(
         &mut self,
-        urls: Vec<Url>,
+        plan: Box<Plan>,
         full_page: u64,
         records: Option<u64>,
         done: String,
     ) -> Result<String, BatchError> {
         let stop = self.pipeline.stop;
-        let pages_left = stop
-            .max_pages
-            .map_or(u64::MAX, |max| max.saturating_sub(self.pages));
-        let urls: Vec<Url> = urls
-            .into_iter()
-            .take(usize::try_from(pages_left).unwrap_or(usize::MAX))
-            .collect();
-        let planned_pages = self.pages + u64::try_from(urls.len()).unwrap_or(u64::MAX);
+        // The pager already cut the plan to the stop rules and checked it
+        // against the page limit.
+        let last = plan.pages();
+        let planned_pages = self.pages.saturating_add(last);
+        // A plan cut short by a stop rule brings fewer records than the
+        // API's total.
         let expected_records = match (records, stop.max_records) {
             (Some(records), Some(max)) => Some(records.min(max)),
             (records, _) => records,
-        };
+        }
+        .map(|records| records.min(planned_pages.saturating_mul(full_page)));
         self.observer
             .planned(&self.pipeline.name, planned_pages, expected_records);
 
-        let last = urls.len();
         let fetcher = self.fetcher.clone();
-        let mut pages = stream::iter(urls)
+        let mut pages = stream::iter((*plan).into_urls())
             .map(move |url| {
                 let fetcher = fetcher.clone();
                 let fetch = async move { fetcher.page(url).await };
@@ -337,7 +377,7 @@ impl Run<'_> {
             }
             if index < last && records < full_page {
                 return Err(BatchError::Response {
-                    url: page.url.to_string(),
+                    url: redact::url(&page.url),
                     problem: format!(
                         "{records} records where a full page of {full_page} was expected: the server caps its page size below the declared one (lower it), or the data changed during the run"
                     ),
@@ -370,7 +410,7 @@ impl Run<'_> {
         let metadata = PageMetadata {
             extracted_at: Value::String(rfc3339(page.received_at)),
             run_id: self.run_id.clone(),
-            source_url: Value::String(page.url.to_string()),
+            source_url: Value::String(redact::url(&page.url)),
         };
         let written_before = self.writer.records();
         for record in records {

@@ -7,6 +7,12 @@
 //! retried: a transfer cut short shows up as a connection error (HTTP
 //! framing catches it), so a complete body that does not parse is the
 //! server's bug, and asking again only delays the failure.
+//!
+//! What a server can make the engine do is bounded: a body is read as it
+//! arrives and refused past `limits.max_response_size`, and redirects are
+//! followed by hand, at most `limits.max_redirects` of them and only to the
+//! request's own origin, so that the pipeline's headers and credentials
+//! never go to another server.
 
 use std::{
     sync::{
@@ -17,8 +23,9 @@ use std::{
 };
 
 use reqwest::{
-    Client, RequestBuilder, StatusCode, Url,
-    header::{ACCEPT, HeaderMap, RETRY_AFTER},
+    Client, RequestBuilder, Response, StatusCode, Url,
+    header::{ACCEPT, HeaderMap, LOCATION, RETRY_AFTER},
+    redirect,
 };
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -29,7 +36,8 @@ use crate::{
     BatchError, Record,
     field::FieldPath,
     pagination::kind,
-    spec::{Pipeline, RetryPolicy},
+    redact::{self, Credentials},
+    spec::{Pipeline, RetryPolicy, RunLimits},
 };
 
 /// The User-Agent of every request: `vesper-batch/<version>`.
@@ -38,10 +46,15 @@ pub const USER_AGENT: &str = concat!("vesper-batch/", env!("CARGO_PKG_VERSION"))
 /// The longest server message quoted in an error.
 const MAX_MESSAGE_CHARS: usize = 300;
 
+/// The most of an error response's body read, for its message.
+const MAX_ERROR_BODY: u64 = 64 * 1024;
+
 /// The HTTP client the engine shares across runs (one connection pool).
+/// It follows no redirect itself: [`Fetcher`] does, within its limits.
 pub(crate) fn http_client() -> Result<Client, BatchError> {
     Client::builder()
         .user_agent(USER_AGENT)
+        .redirect(redirect::Policy::none())
         .build()
         .map_err(|err| BatchError::Client(error_chain(&err)))
 }
@@ -53,6 +66,7 @@ pub(crate) fn build_request(
     client: &Client,
     url: &Url,
     headers: &HeaderMap,
+    credentials: Option<&Credentials>,
     timeout: Duration,
     span: &tracing::Span,
 ) -> RequestBuilder {
@@ -60,11 +74,17 @@ pub(crate) fn build_request(
     // The upstream sees the run's trace, so a slow page is findable from
     // either side.
     vesper::telemetry::inject_context(span, &mut headers);
-    client
+    let request = client
         .get(url.clone())
         .header(ACCEPT, "application/json")
         .headers(headers)
-        .timeout(timeout)
+        .timeout(timeout);
+    match credentials {
+        Some(credentials) => {
+            request.basic_auth(&credentials.username, credentials.password.as_deref())
+        }
+        None => request,
+    }
 }
 
 /// One fetched page.
@@ -88,6 +108,9 @@ pub(crate) struct Fetcher {
     timeout: Duration,
     retry: RetryPolicy,
     headers: HeaderMap,
+    credentials: Option<Credentials>,
+    max_response_bytes: u64,
+    max_redirects: u32,
     records: Option<FieldPath>,
     retries: Arc<AtomicU64>,
     shutdown: Shutdown,
@@ -105,13 +128,21 @@ enum Failure {
 }
 
 impl Fetcher {
-    pub(crate) fn new(client: Client, pipeline: &Pipeline, shutdown: Shutdown) -> Self {
+    pub(crate) fn new(
+        client: Client,
+        pipeline: &Pipeline,
+        limits: RunLimits,
+        shutdown: Shutdown,
+    ) -> Self {
         Self {
             client,
             pipeline: Arc::from(pipeline.name.as_str()),
             timeout: pipeline.timeout,
             retry: pipeline.retry,
             headers: pipeline.headers.clone(),
+            credentials: pipeline.credentials.clone(),
+            max_response_bytes: limits.max_response_bytes,
+            max_redirects: limits.max_redirects,
             records: pipeline.records.clone(),
             retries: Arc::new(AtomicU64::new(0)),
             shutdown,
@@ -130,7 +161,7 @@ impl Fetcher {
         let received_at = OffsetDateTime::now_utc();
         let records = take_records(&mut body, self.records.as_ref()).map_err(|problem| {
             BatchError::Response {
-                url: url.to_string(),
+                url: redact::url(&url),
                 problem,
             }
         })?;
@@ -163,14 +194,15 @@ impl Fetcher {
             };
             if attempt >= self.retry.attempts {
                 return Err(BatchError::GaveUp {
-                    url: url.to_string(),
+                    url: redact::url(url),
                     attempts: attempt,
                     last: reason,
                 });
             }
             let wait = self.wait_before_retry(url, attempt, retry_after)?;
             tracing::warn!(
-                "GET {url}: {reason}; retry {attempt} of {} in {}",
+                "GET {}: {reason}; retry {attempt} of {} in {}",
+                redact::url(url),
                 self.retry.attempts - 1,
                 humantime::format_duration(round_to_millis(wait))
             );
@@ -199,7 +231,7 @@ impl Fetcher {
             && wait > self.retry.max_retry_after
         {
             return Err(BatchError::RetryAfterTooLong {
-                url: url.to_string(),
+                url: redact::url(url),
                 wait,
                 limit: self.retry.max_retry_after,
             });
@@ -218,7 +250,7 @@ impl Fetcher {
     /// One request, in a client span of its own (a child of the run's
     /// span) that records the answer or why there was none.
     async fn attempt(&self, url: &Url) -> Result<Value, Failure> {
-        let span = vesper::telemetry::http_client_span(&reqwest::Method::GET, url.as_str());
+        let span = vesper::telemetry::http_client_span(&reqwest::Method::GET, &redact::url(url));
         let outcome = self.exchange(url, &span).instrument(span.clone()).await;
         match &outcome {
             Ok(_) => {}
@@ -231,10 +263,7 @@ impl Fetcher {
     }
 
     async fn exchange(&self, url: &Url, span: &tracing::Span) -> Result<Value, Failure> {
-        let response = build_request(&self.client, url, &self.headers, self.timeout, span)
-            .send()
-            .await
-            .map_err(|err| self.transport_failure(url, err))?;
+        let response = self.send_following_redirects(url, span).await?;
         let status = response.status();
         vesper::telemetry::record_http_response(span, status);
         let retry_after = matches!(
@@ -243,18 +272,40 @@ impl Fetcher {
         )
         .then(|| retry_after(response.headers()))
         .flatten();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|err| self.transport_failure(url, err))?;
         if status.is_success() {
+            let limit = self.max_response_bytes;
+            let too_large = || {
+                Failure::Fatal(BatchError::Response {
+                    url: redact::url(url),
+                    problem: format!(
+                        "the response body is over {} (limits.max_response_size); raise the limit (--max-response-size) or ask for smaller pages",
+                        vesper::config::ByteSize(limit)
+                    ),
+                })
+            };
+            if response
+                .content_length()
+                .is_some_and(|length| length > limit)
+            {
+                return Err(too_large());
+            }
+            let (body, complete) = read_capped(response, limit)
+                .await
+                .map_err(|err| self.transport_failure(url, err))?;
+            if !complete {
+                return Err(too_large());
+            }
             return serde_json::from_slice(&body).map_err(|err| {
                 Failure::Fatal(BatchError::Response {
-                    url: url.to_string(),
+                    url: redact::url(url),
                     problem: format!("the response is not valid JSON: {err}"),
                 })
             });
         }
+        // Only the start of an error's body is needed, for its message.
+        let (body, _) = read_capped(response, MAX_ERROR_BODY.min(self.max_response_bytes))
+            .await
+            .map_err(|err| self.transport_failure(url, err))?;
         let message = server_message(&body, status);
         if is_transient(status) {
             Err(Failure::Transient {
@@ -263,33 +314,144 @@ impl Fetcher {
             })
         } else {
             Err(Failure::Fatal(BatchError::Rejected {
-                url: url.to_string(),
+                url: redact::url(url),
                 status: status.as_u16(),
                 message,
             }))
         }
     }
 
-    fn transport_failure(&self, url: &Url, err: reqwest::Error) -> Failure {
-        if err.is_builder() || err.is_redirect() {
-            return Failure::Fatal(BatchError::Request {
-                url: url.to_string(),
-                message: error_chain(&err.without_url()),
-            });
+    /// Sends the request for `url`, following redirects to the same
+    /// origin, at most `max_redirects` of them, all within the request's
+    /// timeout. A redirect elsewhere fails: the request carries the
+    /// pipeline's headers and credentials, which are for `url`'s server
+    /// only.
+    async fn send_following_redirects(
+        &self,
+        url: &Url,
+        span: &tracing::Span,
+    ) -> Result<Response, Failure> {
+        let deadline = Instant::now() + self.timeout;
+        let mut current = url.clone();
+        let mut redirects = 0;
+        loop {
+            let timeout = deadline.saturating_duration_since(Instant::now());
+            if timeout.is_zero() {
+                return Err(self.timed_out());
+            }
+            let response = build_request(
+                &self.client,
+                &current,
+                &self.headers,
+                self.credentials.as_ref(),
+                timeout,
+                span,
+            )
+            .send()
+            .await
+            .map_err(|err| self.transport_failure(url, err))?;
+            let status = response.status();
+            if !matches!(
+                status,
+                StatusCode::MOVED_PERMANENTLY
+                    | StatusCode::FOUND
+                    | StatusCode::SEE_OTHER
+                    | StatusCode::TEMPORARY_REDIRECT
+                    | StatusCode::PERMANENT_REDIRECT
+            ) {
+                return Ok(response);
+            }
+            let refuse = |problem: String| {
+                Failure::Fatal(BatchError::Response {
+                    url: redact::url(url),
+                    problem,
+                })
+            };
+            let location = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|value| value.to_str().ok())
+                .ok_or_else(|| refuse(format!("{status} without a usable Location header")))?;
+            let mut target = current.join(location).map_err(|err| {
+                refuse(format!(
+                    "{status} to {:?}, which is not a URL: {err}",
+                    redact::shorten(&redact::text(location), MAX_MESSAGE_CHARS)
+                ))
+            })?;
+            if !matches!(target.scheme(), "http" | "https") {
+                return Err(refuse(format!(
+                    "{status} to a {}: URL; only http and https are followed",
+                    target.scheme()
+                )));
+            }
+            if target.origin() != url.origin() {
+                return Err(refuse(format!(
+                    "{status} to another origin ({}); the pipeline's headers and credentials are for {} only, so the redirect is not followed (point the pipeline's base_url at the other server if that is where the API lives)",
+                    target.origin().ascii_serialization(),
+                    url.origin().ascii_serialization()
+                )));
+            }
+            if redirects >= self.max_redirects {
+                return Err(refuse(format!(
+                    "{status} to {}: more than {} redirects (limits.max_redirects)",
+                    redact::url(&target),
+                    self.max_redirects
+                )));
+            }
+            // Credentials come from the pipeline file, never from a server.
+            let _ = target.set_username("");
+            let _ = target.set_password(None);
+            redirects += 1;
+            current = target;
         }
-        let reason = if err.is_timeout() {
-            format!(
+    }
+
+    fn timed_out(&self) -> Failure {
+        Failure::Transient {
+            reason: format!(
                 "no complete response within {}",
                 humantime::format_duration(self.timeout)
-            )
-        } else {
-            error_chain(&err.without_url())
-        };
-        Failure::Transient {
-            reason,
+            ),
             retry_after: None,
         }
     }
+
+    fn transport_failure(&self, url: &Url, err: reqwest::Error) -> Failure {
+        if err.is_builder() || err.is_redirect() {
+            return Failure::Fatal(BatchError::Request {
+                url: redact::url(url),
+                message: error_chain(&err.without_url()),
+            });
+        }
+        if err.is_timeout() {
+            return self.timed_out();
+        }
+        Failure::Transient {
+            reason: error_chain(&err.without_url()),
+            retry_after: None,
+        }
+    }
+}
+
+/// Reads `response`'s body as it arrives, up to `cap` bytes; says whether
+/// the body ended within them (the rest is not read).
+async fn read_capped(mut response: Response, cap: u64) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+    let expected = response
+        .content_length()
+        .and_then(|length| usize::try_from(length).ok())
+        .unwrap_or(0);
+    // Content-Length is the server's word: trust it only so far.
+    let mut body = Vec::with_capacity(expected.min(cap).min(1 << 20));
+    while let Some(chunk) = response.chunk().await? {
+        let room = cap - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, false));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, true))
 }
 
 /// 408, 429 and 5xx but 501 (Not Implemented) and 505 (HTTP Version Not
@@ -337,11 +499,15 @@ fn server_message(body: &[u8], status: StatusCode) -> String {
     }
 }
 
+/// The start of a server's text, with control characters (newlines,
+/// terminal escapes) as spaces: it ends up in log lines and on terminals.
 fn truncate(text: &str) -> String {
-    match text.char_indices().nth(MAX_MESSAGE_CHARS) {
-        Some((end, _)) => format!("{}...", &text[..end]),
-        None => text.to_owned(),
-    }
+    let text: String = text
+        .chars()
+        .take(MAX_MESSAGE_CHARS + 1)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    redact::shorten(&text, MAX_MESSAGE_CHARS)
 }
 
 /// An error with its causes, "a: b: c" (reqwest's own text is terse).
@@ -459,6 +625,11 @@ mod tests {
         );
         assert_eq!(server_message(b"plain words\n", status), "plain words");
         assert_eq!(server_message(b"", status), "Bad Request");
+        assert_eq!(
+            server_message(b"{\"error\":\"forged\\n2026 INFO ok\\u001b[2J\"}", status),
+            "forged 2026 INFO ok [2J",
+            "no line or escape of the server's own in a log line"
+        );
         let long = "x".repeat(1000);
         assert_eq!(
             server_message(long.as_bytes(), status).len(),

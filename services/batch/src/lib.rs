@@ -17,6 +17,7 @@ mod fetch;
 mod field;
 mod pagination;
 mod progress;
+mod redact;
 mod report;
 mod service;
 mod snapshot;
@@ -24,7 +25,7 @@ mod spec;
 mod transform;
 
 pub use args::{BatchArgs, EngineArgs, PipelineArgs};
-pub use engine::{BatchEngine, DEFAULT_CONCURRENCY};
+pub use engine::{BatchEngine, DEFAULT_CONCURRENCY, MAX_CONCURRENCY};
 pub use error::BatchError;
 pub use fetch::USER_AGENT;
 pub use field::FieldPath;
@@ -33,6 +34,9 @@ pub use report::{RunReport, RunStatus, human_bytes};
 pub use service::{BatchPipelineService, serve};
 pub use snapshot::{MANIFEST_NAME, Manifest, NDJSON_CONTENT_TYPE, PartInfo, run_directory};
 pub use spec::{
-    BUILTIN_PIPELINES, DEFAULT_BASE_URL, PartLimits, Pipeline, Pipelines, RetryPolicy, StopRule,
+    BUILTIN_PIPELINES, DEFAULT_BASE_URL, DEFAULT_MAX_REDIRECTS, DEFAULT_MAX_RESPONSE_SIZE,
+    DEFAULT_MAX_RUN_PAGES, MAX_ATTEMPTS, MAX_REDIRECTS_CEILING, MAX_RESPONSE_SIZE_CEILING,
+    MAX_RUN_PAGES_CEILING, MAX_WAIT, PartLimits, Pipeline, Pipelines, RetryPolicy, RunLimits,
+    StopRule,
 };
 pub use transform::{Hook, METADATA_FIELDS, Record};

@@ -2,13 +2,22 @@
 //! when paging is over.
 //!
 //! Every paginator guards against the classic endless loops: an empty page
-//! always ends paging, and an offset, cursor or link that does not move
-//! forward is an error rather than a request for the same page again.
+//! always ends paging, an offset that does not move forward is an error,
+//! and so is a cursor or link followed before in the same run (A -> B -> A
+//! as much as A -> A). A count the API sends (a total, a page count) is
+//! checked against the run's page limit before anything is planned from
+//! it, so one response cannot make the run plan a billion pages.
+
+use std::collections::HashMap;
 
 use reqwest::Url;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
-use crate::field::FieldPath;
+use crate::{field::FieldPath, redact};
+
+/// The longest cursor quoted in an error.
+const MAX_TOKEN_CHARS: usize = 100;
 
 /// How a pipeline pages through the API.
 #[derive(Debug, Clone, PartialEq)]
@@ -154,7 +163,7 @@ pub(crate) enum Step {
     /// come back full (`full_page` records). `records` is the total to
     /// expect, when known; `done` says why paging ends after them.
     Remaining {
-        urls: Vec<Url>,
+        plan: Box<Plan>,
         full_page: u64,
         records: Option<u64>,
         done: String,
@@ -163,21 +172,70 @@ pub(crate) enum Step {
     Done(String),
 }
 
+/// Pages known in advance: `pages` of them, their offsets or numbers
+/// `first`, `first + step`, ... Their URLs are made as they are fetched,
+/// not all at once.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Plan {
+    pagination: Pagination,
+    endpoint: Url,
+    first: u64,
+    step: u64,
+    pages: u64,
+}
+
+impl Plan {
+    /// How many pages.
+    pub(crate) fn pages(&self) -> u64 {
+        self.pages
+    }
+
+    /// The URLs, in order.
+    pub(crate) fn into_urls(self) -> impl Iterator<Item = Url> + Send {
+        (0..self.pages).map(move |index| {
+            let position = self.first.saturating_add(index.saturating_mul(self.step));
+            match &self.pagination {
+                Pagination::Offset(paging) => paging.url(&self.endpoint, position),
+                Pagination::PageNumber(paging) => paging.url(&self.endpoint, position),
+                Pagination::Single
+                | Pagination::Cursor(_)
+                | Pagination::NextLink(_)
+                | Pagination::Repeat(_) => self.endpoint.clone(),
+            }
+        })
+    }
+}
+
+/// What bounds the pages of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PageBudget {
+    /// The run's page limit (`limits.max_pages`): a run that would need
+    /// more fails.
+    pub(crate) limit: u64,
+    /// `stop.max_pages`: the run ends there, and succeeds.
+    pub(crate) stop_pages: Option<u64>,
+    /// `stop.max_records`: the run ends there, and succeeds.
+    pub(crate) stop_records: Option<u64>,
+}
+
 /// Walks one run through the pages of a pipeline.
 #[derive(Debug)]
 pub(crate) struct Pager<'a> {
     pagination: &'a Pagination,
     endpoint: &'a Url,
+    budget: PageBudget,
     /// The current offset or page number.
     position: u64,
     /// Pages seen so far.
     pages: u64,
-    /// The last cursor or link followed, to catch one that does not move.
-    last_token: Option<String>,
+    /// Every cursor or link followed in this run (a digest of it), and the
+    /// page it led to, to catch a loop however long. At most one entry a
+    /// page, so the run's page limit bounds it.
+    followed: HashMap<[u8; 16], u64>,
 }
 
 impl<'a> Pager<'a> {
-    pub(crate) fn new(pagination: &'a Pagination, endpoint: &'a Url) -> Self {
+    pub(crate) fn new(pagination: &'a Pagination, endpoint: &'a Url, budget: PageBudget) -> Self {
         let position = match pagination {
             Pagination::Offset(paging) => paging.start,
             Pagination::PageNumber(paging) => paging.start,
@@ -186,10 +244,54 @@ impl<'a> Pager<'a> {
         Self {
             pagination,
             endpoint,
+            budget,
             position,
             pages: 0,
-            last_token: None,
+            followed: HashMap::new(),
         }
+    }
+
+    /// The pages to plan after the first, when `field` = `value` on the
+    /// first page says `wanted` pages exist in all: as many as the stop
+    /// rules take, and an error when that is over the run's page limit
+    /// (checked before anything is planned).
+    fn planned_pages(
+        &self,
+        field: &FieldPath,
+        value: u64,
+        wanted: u64,
+        full_page: u64,
+    ) -> Result<u64, String> {
+        let mut fetched = wanted;
+        if let Some(stop) = self.budget.stop_pages {
+            fetched = fetched.min(stop);
+        }
+        if let Some(records) = self.budget.stop_records
+            && full_page > 0
+        {
+            fetched = fetched.min(records.div_ceil(full_page).max(1));
+        }
+        if fetched > self.budget.limit {
+            return Err(format!(
+                "{field} {value} on page {} means {wanted} pages, over the run's page limit of {} (limits.max_pages); the run would not fetch everything, so it fails instead: raise limits.max_pages (--max-run-pages), or set stop.max_pages or stop.max_records to take only part",
+                self.pages, self.budget.limit
+            ));
+        }
+        Ok(fetched.saturating_sub(self.pages))
+    }
+
+    /// Records that `token` (from `field` on this page) leads to page
+    /// `self.pages + 1`; an error if it was followed before in this run.
+    fn follow(&mut self, field: &FieldPath, token: &str, shown: &str) -> Result<(), String> {
+        let key = digest(token);
+        if let Some(page) = self.followed.get(&key) {
+            return Err(format!(
+                "{field} {shown} on page {} was already followed, to page {page}; the API is going round in a loop",
+                self.pages
+            ));
+        }
+        self.followed.insert(key, self.pages + 1);
+        Ok(())
     }
 
     /// The first request's URL.
@@ -235,7 +337,7 @@ impl<'a> Pager<'a> {
                 field_name(&paging.has_more)
             )));
         }
-        let mut next = self.position + records;
+        let mut next = self.position.saturating_add(records);
         if let Some(path) = &paging.next_offset {
             let value = integer(path, body)?;
             if value < 0 {
@@ -269,19 +371,24 @@ impl<'a> Pager<'a> {
         }
         if first
             && let Some(total) = total
+            && let Some(path) = &paging.total
             && records == paging.limit
-            && next == self.position + paging.limit
+            && next == self.position.saturating_add(paging.limit)
         {
             // A full first page and a known total: every remaining page is
             // known, so hand them all out at once. (A short first page means
             // the server caps its page size below `limit`; offset arithmetic
             // would then skip records, so paging stays sequential.)
-            let urls = (next..total)
-                .step_by(step_of(paging.limit))
-                .map(|offset| paging.url(self.endpoint, offset))
-                .collect();
+            let wanted = (total - next).div_ceil(paging.limit).saturating_add(1);
+            let pages = self.planned_pages(path, total, wanted, paging.limit)?;
             return Ok(Step::Remaining {
-                urls,
+                plan: Box::new(Plan {
+                    pagination: self.pagination.clone(),
+                    endpoint: self.endpoint.clone(),
+                    first: next,
+                    step: paging.limit,
+                    pages,
+                }),
                 full_page: paging.limit,
                 records: Some(total - paging.start),
                 done: format!(
@@ -309,17 +416,23 @@ impl<'a> Pager<'a> {
         }
         if let Some(path) = &paging.total_pages {
             let total_pages = count(path, body)?;
-            let last = (paging.start + total_pages).saturating_sub(1);
+            let last = paging.start.saturating_add(total_pages).saturating_sub(1);
             if total_pages == 0 || self.position >= last {
                 return Ok(Step::Done(format!("last page ({path} {total_pages})")));
             }
             if first {
-                let urls = (self.position + 1..=last)
-                    .map(|page| paging.url(self.endpoint, page))
-                    .collect();
+                let full_page = paging.page_size.unwrap_or(records);
+                let wanted = last - self.position + 1;
+                let pages = self.planned_pages(path, total_pages, wanted, full_page)?;
                 return Ok(Step::Remaining {
-                    urls,
-                    full_page: paging.page_size.unwrap_or(records),
+                    plan: Box::new(Plan {
+                        pagination: self.pagination.clone(),
+                        endpoint: self.endpoint.clone(),
+                        first: self.position + 1,
+                        step: 1,
+                        pages,
+                    }),
+                    full_page,
                     records: None,
                     done: format!("last page ({path} {total_pages})"),
                 });
@@ -333,7 +446,7 @@ impl<'a> Pager<'a> {
                 "short page: {records} records for page size {size}"
             )));
         }
-        self.position += 1;
+        self.position = self.position.saturating_add(1);
         Ok(Step::Next(paging.url(self.endpoint, self.position)))
     }
 
@@ -347,16 +460,11 @@ impl<'a> Pager<'a> {
         let Some(cursor) = token(&paging.cursor, body)? else {
             return Ok(Step::Done(format!("no {}", paging.cursor)));
         };
-        if self.last_token.as_deref() == Some(cursor.as_str()) {
-            return Err(format!(
-                "{} {cursor:?} is the cursor just followed; the API would send the same page forever",
-                paging.cursor
-            ));
-        }
+        let shown = format!("{:?}", redact::shorten(&cursor, MAX_TOKEN_CHARS));
+        self.follow(&paging.cursor, &cursor, &shown)?;
         let mut next = self.endpoint.clone();
         next.query_pairs_mut()
             .append_pair(&paging.cursor_param, &cursor);
-        self.last_token = Some(cursor);
         Ok(Step::Next(next))
     }
 
@@ -369,9 +477,20 @@ impl<'a> Pager<'a> {
         let Some(link) = token(&paging.next_url, body)? else {
             return Ok(Step::Done(format!("no {}", paging.next_url)));
         };
-        let next = url
-            .join(&link)
-            .map_err(|err| format!("{} {link:?} is not a URL: {err}", paging.next_url))?;
+        let mut next = url.join(&link).map_err(|err| {
+            format!(
+                "{} {:?} is not a URL: {err}",
+                paging.next_url,
+                redact::shorten(&redact::text(&link), MAX_TOKEN_CHARS)
+            )
+        })?;
+        if !matches!(next.scheme(), "http" | "https") {
+            return Err(format!(
+                "{} is a {}: URL; only http and https links are followed",
+                paging.next_url,
+                next.scheme()
+            ));
+        }
         if next.origin() != url.origin() {
             return Err(format!(
                 "{} points to another server ({}); only links to {} are followed",
@@ -380,19 +499,27 @@ impl<'a> Pager<'a> {
                 url.origin().ascii_serialization()
             ));
         }
-        if &next == url || self.last_token.as_deref() == Some(next.as_str()) {
-            return Err(format!(
-                "{} {next} is the page just fetched; the API would send the same page forever",
-                paging.next_url
-            ));
+        // Credentials come from the pipeline file, never from a response.
+        let _ = next.set_username("");
+        let _ = next.set_password(None);
+        if self.pages == 1 {
+            // The first page was not reached through a link; a link back
+            // to it is a loop all the same.
+            self.followed.insert(digest(url.as_str()), 1);
         }
-        self.last_token = Some(next.to_string());
+        let shown = redact::shorten(&redact::url(&next), MAX_TOKEN_CHARS * 3);
+        self.follow(&paging.next_url, next.as_str(), &shown)?;
         Ok(Step::Next(next))
     }
 }
 
-fn step_of(limit: u64) -> usize {
-    usize::try_from(limit).unwrap_or(usize::MAX)
+/// 128 bits of SHA-256: what the loop check keeps of a token, so that its
+/// memory does not depend on how long the API's tokens are.
+fn digest(token: &str) -> [u8; 16] {
+    let digest = Sha256::digest(token.as_bytes());
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
+    key
 }
 
 fn field_name(path: &Option<FieldPath>) -> String {
@@ -468,6 +595,14 @@ mod tests {
         Some(FieldPath::parse(text).expect("path"))
     }
 
+    fn budget(limit: u64) -> PageBudget {
+        PageBudget {
+            limit,
+            stop_pages: None,
+            stop_records: None,
+        }
+    }
+
     fn offset(limit: u64) -> OffsetPaging {
         OffsetPaging {
             limit,
@@ -488,14 +623,14 @@ mod tests {
             ..offset(200)
         });
         let endpoint = endpoint();
-        let mut pager = Pager::new(&pagination, &endpoint);
+        let mut pager = Pager::new(&pagination, &endpoint, budget(100_000));
         let first = pager.first_url();
         assert_eq!(first.as_str(), "http://api.test/items?offset=0&limit=200");
         let step = pager
             .after(&first, &json!({"total": 1000}), 200)
             .expect("step");
         let Step::Remaining {
-            urls,
+            plan,
             full_page,
             records,
             ..
@@ -505,8 +640,8 @@ mod tests {
         };
         assert_eq!(full_page, 200);
         assert_eq!(records, Some(1000));
-        let offsets: Vec<_> = urls
-            .iter()
+        let offsets: Vec<_> = plan
+            .into_urls()
             .map(|u| u.query().unwrap_or_default().to_owned())
             .collect();
         assert_eq!(
@@ -527,7 +662,7 @@ mod tests {
             ..offset(10)
         });
         let endpoint = endpoint();
-        let mut pager = Pager::new(&pagination, &endpoint);
+        let mut pager = Pager::new(&pagination, &endpoint, budget(100_000));
         let first = pager.first_url();
         let err = pager
             .after(&first, &json!({"next": 0}), 10)
@@ -542,7 +677,7 @@ mod tests {
             ..offset(10)
         });
         let endpoint = endpoint();
-        let mut pager = Pager::new(&pagination, &endpoint);
+        let mut pager = Pager::new(&pagination, &endpoint, budget(100_000));
         let first = pager.first_url();
         let err = pager.after(&first, &json!({}), 10).expect_err("missing");
         assert!(err.contains("has no has_more"), "{err}");
@@ -558,7 +693,7 @@ mod tests {
             next_url: path("next").expect("path"),
         });
         let endpoint = endpoint();
-        let mut pager = Pager::new(&pagination, &endpoint);
+        let mut pager = Pager::new(&pagination, &endpoint, budget(100_000));
         let first = pager.first_url();
         let err = pager
             .after(
@@ -574,6 +709,140 @@ mod tests {
         assert_eq!(
             step,
             Step::Next(Url::parse("http://api.test/items?page=2").expect("url"))
+        );
+    }
+
+    #[test]
+    fn a_huge_total_is_checked_against_the_limit_before_anything_is_planned() {
+        let pagination = Pagination::Offset(OffsetPaging {
+            total: path("total"),
+            ..offset(10)
+        });
+        let endpoint = endpoint();
+        let mut pager = Pager::new(&pagination, &endpoint, budget(1000));
+        let first = pager.first_url();
+        let err = pager
+            .after(&first, &json!({"total": i64::MAX}), 10)
+            .expect_err("over the limit");
+        assert!(
+            err.starts_with(&format!(
+                "total {} on page 1 means 922337203685477581 pages, over the run's page limit of 1000 (limits.max_pages)",
+                i64::MAX
+            )),
+            "{err}"
+        );
+
+        // A stop rule that takes only part is not over the limit: the plan
+        // is cut to it, and made lazily.
+        let mut pager = Pager::new(
+            &pagination,
+            &endpoint,
+            PageBudget {
+                stop_pages: Some(3),
+                ..budget(1000)
+            },
+        );
+        let Step::Remaining { plan, .. } = pager
+            .after(&first, &json!({"total": i64::MAX}), 10)
+            .expect("a plan")
+        else {
+            panic!("expected a plan");
+        };
+        assert_eq!(plan.pages(), 2);
+        let mut pager = Pager::new(
+            &pagination,
+            &endpoint,
+            PageBudget {
+                stop_records: Some(25),
+                ..budget(1000)
+            },
+        );
+        let Step::Remaining { plan, .. } = pager
+            .after(&first, &json!({"total": i64::MAX}), 10)
+            .expect("a plan")
+        else {
+            panic!("expected a plan");
+        };
+        assert_eq!(plan.pages(), 2, "25 records are 3 pages of 10");
+    }
+
+    #[test]
+    fn a_negative_or_fractional_count_is_refused() {
+        let pagination = Pagination::PageNumber(PageNumberPaging {
+            page_param: "page".into(),
+            start: 1,
+            page_size: None,
+            page_size_param: "page_size".into(),
+            has_more: None,
+            total_pages: path("pages"),
+            stop_on_short_page: false,
+        });
+        let endpoint = endpoint();
+        let mut pager = Pager::new(&pagination, &endpoint, budget(1000));
+        let first = pager.first_url();
+        let err = pager
+            .after(&first, &json!({"pages": -5}), 10)
+            .expect_err("negative");
+        assert_eq!(err, "pages is -5, not a count");
+        let err = pager
+            .after(&first, &json!({"pages": 1e30}), 10)
+            .expect_err("not whole");
+        assert!(err.contains("not a whole number"), "{err}");
+    }
+
+    #[test]
+    fn a_cursor_seen_earlier_in_the_run_is_a_loop() {
+        let pagination = Pagination::Cursor(CursorPaging {
+            cursor: path("next").expect("path"),
+            cursor_param: "cursor".into(),
+            has_more: None,
+        });
+        let endpoint = endpoint();
+        let mut pager = Pager::new(&pagination, &endpoint, budget(1000));
+        let first = pager.first_url();
+        for cursor in ["a", "b"] {
+            assert!(matches!(
+                pager.after(&first, &json!({"next": cursor}), 1),
+                Ok(Step::Next(_))
+            ));
+        }
+        let err = pager
+            .after(&first, &json!({"next": "a"}), 1)
+            .expect_err("A -> B -> A");
+        assert_eq!(
+            err,
+            "next \"a\" on page 3 was already followed, to page 2; the API is going round in a loop"
+        );
+    }
+
+    #[test]
+    fn links_back_to_any_earlier_page_or_to_other_schemes_are_refused() {
+        let pagination = Pagination::NextLink(NextLinkPaging {
+            next_url: path("next").expect("path"),
+        });
+        let endpoint = endpoint();
+        let mut pager = Pager::new(&pagination, &endpoint, budget(1000));
+        let first = pager.first_url();
+        let second = Url::parse("http://api.test/items?page=2").expect("url");
+        assert_eq!(
+            pager.after(&first, &json!({"next": "/items?page=2"}), 1),
+            Ok(Step::Next(second.clone()))
+        );
+        let err = pager
+            .after(&second, &json!({"next": "/items"}), 1)
+            .expect_err("back to the first page");
+        assert!(
+            err.contains("on page 2 was already followed, to page 1"),
+            "{err}"
+        );
+
+        let mut pager = Pager::new(&pagination, &endpoint, budget(1000));
+        let err = pager
+            .after(&first, &json!({"next": "file:///etc/passwd"}), 1)
+            .expect_err("file");
+        assert_eq!(
+            err,
+            "next is a file: URL; only http and https links are followed"
         );
     }
 }

@@ -15,7 +15,7 @@ use std::{
 
 use reqwest::{
     Url,
-    header::{HeaderMap, HeaderName, HeaderValue},
+    header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue},
 };
 use serde::{
     Deserialize, Deserializer,
@@ -30,6 +30,7 @@ use crate::{
     pagination::{
         CursorPaging, NextLinkPaging, OffsetPaging, PageNumberPaging, Pagination, RepeatPaging,
     },
+    redact::{self, Credentials},
     transform::{METADATA_FIELDS, Transform},
 };
 
@@ -55,6 +56,113 @@ const DEFAULT_PARTS: PartLimits = PartLimits {
     max_records: 5000,
     max_bytes: 16 * 1024 * 1024,
 };
+
+/// The most attempts a retry policy may make, the first included.
+pub const MAX_ATTEMPTS: u32 = 100;
+/// The longest backoff, `Retry-After` and request timeout a file may set,
+/// so that a run always ends in hours, not days.
+pub const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+/// The largest response body a run reads by default.
+pub const DEFAULT_MAX_RESPONSE_SIZE: ByteSize = ByteSize::mib(64);
+/// Redirects followed per request by default.
+pub const DEFAULT_MAX_REDIRECTS: u32 = 5;
+/// Pages a run may fetch by default.
+pub const DEFAULT_MAX_RUN_PAGES: u64 = 100_000;
+/// The highest `max_response_size` accepted: a response is held in memory
+/// whole, `--concurrency` of them at once.
+pub const MAX_RESPONSE_SIZE_CEILING: ByteSize = ByteSize::mib(1024);
+/// The highest `max_redirects` accepted.
+pub const MAX_REDIRECTS_CEILING: u32 = 20;
+/// The highest `max_pages` accepted: a cursor or link run remembers every
+/// token it followed (16 bytes each) to catch loops.
+pub const MAX_RUN_PAGES_CEILING: u64 = 1_000_000;
+
+/// Bounds on what one run takes from its API. Past any of them the run
+/// fails, publishing nothing, with an error that names the bound: a run
+/// that cannot fetch everything never looks complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunLimits {
+    /// The largest response body read, in bytes.
+    pub max_response_bytes: u64,
+    /// Redirects followed per request (to the same origin only).
+    pub max_redirects: u32,
+    /// Pages a run fetches at most.
+    pub max_pages: u64,
+}
+
+impl Default for RunLimits {
+    fn default() -> Self {
+        Self {
+            max_response_bytes: DEFAULT_MAX_RESPONSE_SIZE.bytes(),
+            max_redirects: DEFAULT_MAX_REDIRECTS,
+            max_pages: DEFAULT_MAX_RUN_PAGES,
+        }
+    }
+}
+
+impl RunLimits {
+    /// Checks each limit against its range; the error names the limit
+    /// (`max_response_size`, `max_redirects`, `max_pages`) and the range.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.max_response_bytes == 0
+            || self.max_response_bytes > MAX_RESPONSE_SIZE_CEILING.bytes()
+        {
+            return Err((
+                "max_response_size",
+                format!("must be between 1 byte and {MAX_RESPONSE_SIZE_CEILING}"),
+            ));
+        }
+        if self.max_redirects > MAX_REDIRECTS_CEILING {
+            return Err((
+                "max_redirects",
+                format!(
+                    "must be between 0 and {MAX_REDIRECTS_CEILING}, got {}",
+                    self.max_redirects
+                ),
+            ));
+        }
+        if self.max_pages == 0 || self.max_pages > MAX_RUN_PAGES_CEILING {
+            return Err((
+                "max_pages",
+                format!(
+                    "must be between 1 and {MAX_RUN_PAGES_CEILING}, got {}",
+                    self.max_pages
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The limits a pipeline file sets; the unset ones come from the engine
+/// (its flags).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LimitOverrides {
+    max_response_bytes: Option<u64>,
+    max_redirects: Option<u32>,
+    max_pages: Option<u64>,
+}
+
+impl LimitOverrides {
+    /// These over `base`.
+    pub(crate) fn over(&self, base: RunLimits) -> RunLimits {
+        RunLimits {
+            max_response_bytes: self.max_response_bytes.unwrap_or(base.max_response_bytes),
+            max_redirects: self.max_redirects.unwrap_or(base.max_redirects),
+            max_pages: self.max_pages.unwrap_or(base.max_pages),
+        }
+    }
+
+    /// `self`, with what `more` sets replacing it.
+    fn then(self, more: Self) -> Self {
+        Self {
+            max_response_bytes: more.max_response_bytes.or(self.max_response_bytes),
+            max_redirects: more.max_redirects.or(self.max_redirects),
+            max_pages: more.max_pages.or(self.max_pages),
+        }
+    }
+}
 
 /// How a request that failed transiently (429, 5xx, a timeout, a broken
 /// connection) is retried: capped exponential backoff with full jitter, and
@@ -109,7 +217,7 @@ impl StopRule {
 }
 
 /// One declared pipeline, validated.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Pipeline {
     pub(crate) name: String,
     /// The endpoint with the declared query, before any paging parameter.
@@ -122,10 +230,35 @@ pub struct Pipeline {
     pub(crate) timeout: Duration,
     pub(crate) retry: RetryPolicy,
     pub(crate) headers: HeaderMap,
+    /// The userinfo of the base URL, sent as Basic auth.
+    pub(crate) credentials: Option<Credentials>,
+    pub(crate) limits: LimitOverrides,
     pub(crate) pagination: Pagination,
     pub(crate) stop: StopRule,
     pub(crate) transform: Transform,
     pub(crate) parts: PartLimits,
+}
+
+impl fmt::Debug for Pipeline {
+    /// The endpoint as it may be shown (its query can hold an API key).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("name", &self.name)
+            .field("endpoint", &redact::url(&self.endpoint))
+            .field("own_base_url", &self.own_base_url)
+            .field("records", &self.records)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .field("headers", &self.headers)
+            .field("credentials", &self.credentials)
+            .field("limits", &self.limits)
+            .field("pagination", &self.pagination)
+            .field("stop", &self.stop)
+            .field("transform", &self.transform)
+            .field("parts", &self.parts)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Pipeline {
@@ -134,9 +267,21 @@ impl Pipeline {
         &self.name
     }
 
-    /// The URL of the first request.
+    /// The URL of the first request (credentials in the base URL are not
+    /// part of it: they are sent as a header).
     pub fn first_url(&self) -> Url {
         self.pagination.first_url(&self.endpoint)
+    }
+
+    /// The URL of the first request as logs and reports show it: secret
+    /// query values masked.
+    pub fn display_url(&self) -> String {
+        redact::url(&self.first_url())
+    }
+
+    /// Its limits, where `base` gives those its file does not set.
+    pub fn limits(&self, base: RunLimits) -> RunLimits {
+        self.limits.over(base)
     }
 
     /// The lake prefix the snapshots go under ("users/").
@@ -168,7 +313,7 @@ impl Pipeline {
     pub fn info(&self) -> vesper::v1::PipelineInfo {
         vesper::v1::PipelineInfo {
             name: self.name.clone(),
-            url: self.first_url().to_string(),
+            url: self.display_url(),
             pagination: self.describe_pagination(),
             prefix: self.prefix.clone(),
             stop: self.stop.describe(),
@@ -214,9 +359,9 @@ impl Pipelines {
         let resolver = Resolver {
             origin: &self.origin,
         };
-        let base = parse_base_url(source).map_err(|reason| BatchError::Invalid {
+        let (base, credentials) = parse_base_url(source).map_err(|reason| BatchError::Invalid {
             origin: "--source-url".into(),
-            field: source.into(),
+            field: redact::text(source),
             reason,
         })?;
         for pipeline in self.pipelines.iter_mut().filter(|p| !p.own_base_url) {
@@ -226,6 +371,8 @@ impl Pipelines {
                 &pipeline.query,
                 &format!("pipelines.{}.path", pipeline.name),
             )?;
+            pipeline.credentials = credentials.clone();
+            resolver.check_one_authorization(pipeline, "--source-url")?;
         }
         Ok(self)
     }
@@ -279,6 +426,8 @@ struct DefaultsToml {
     parts: PartsToml,
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    #[serde(default)]
+    limits: LimitsToml,
 }
 
 #[derive(Debug, Deserialize)]
@@ -304,6 +453,16 @@ struct PipelineToml {
     transform: TransformToml,
     #[serde(default)]
     parts: PartsToml,
+    #[serde(default)]
+    limits: LimitsToml,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsToml {
+    max_response_size: Option<TomlSize>,
+    max_redirects: Option<i64>,
+    max_pages: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -474,6 +633,7 @@ impl Resolver<'_> {
         let default_retry = self.retry(&defaults.retry, DEFAULT_RETRY, "defaults.retry")?;
         let default_parts = self.parts(&defaults.parts, DEFAULT_PARTS, "defaults.parts")?;
         let default_headers = self.headers(&defaults.headers, "defaults.headers")?;
+        let default_limits = self.limits(&defaults.limits, "defaults.limits")?;
 
         let mut pipelines: Vec<Pipeline> = Vec::with_capacity(file.pipelines.len());
         for (name, declared) in file.pipelines {
@@ -485,6 +645,7 @@ impl Resolver<'_> {
                 default_retry,
                 default_parts,
                 &default_headers,
+                default_limits,
             )?;
             if let Some(other) = pipelines.iter().find(|other| {
                 other.prefix.starts_with(&pipeline.prefix)
@@ -511,17 +672,18 @@ impl Resolver<'_> {
         &self,
         name: String,
         declared: PipelineToml,
-        file_base: &Url,
+        file_base: &(Url, Option<Credentials>),
         default_timeout: Duration,
         default_retry: RetryPolicy,
         default_parts: PartLimits,
         default_headers: &HeaderMap,
+        default_limits: LimitOverrides,
     ) -> Result<Pipeline, BatchError> {
         let at = |key: &str| format!("pipelines.{name}.{key}");
         check_name(&name).map_err(|reason| self.invalid(format!("pipelines.{name}"), reason))?;
 
         let own_base_url = declared.base_url.is_some();
-        let base = match &declared.base_url {
+        let (base, credentials) = match &declared.base_url {
             Some(text) => {
                 parse_base_url(text).map_err(|reason| self.invalid(at("base_url"), reason))?
             }
@@ -549,6 +711,7 @@ impl Resolver<'_> {
         let parts = self.parts(&declared.parts, default_parts, &at("parts"))?;
         let mut headers = default_headers.clone();
         headers.extend(self.headers(&declared.headers, &at("headers"))?);
+        let limits = default_limits.then(self.limits(&declared.limits, &at("limits"))?);
 
         let stop = self.stop(&declared.stop, &at("stop"))?;
         if matches!(pagination, Pagination::Repeat(_)) && !stop.is_set() {
@@ -559,7 +722,7 @@ impl Resolver<'_> {
         }
         let transform = self.transform(declared.transform, &at("transform"))?;
 
-        Ok(Pipeline {
+        let pipeline = Pipeline {
             name,
             endpoint,
             path: declared.path,
@@ -570,11 +733,38 @@ impl Resolver<'_> {
             timeout,
             retry,
             headers,
+            credentials,
+            limits,
             pagination,
             stop,
             transform,
             parts,
-        })
+        };
+        let base_url_field = if own_base_url {
+            format!("pipelines.{}.base_url", pipeline.name)
+        } else {
+            "base_url".to_owned()
+        };
+        self.check_one_authorization(&pipeline, &base_url_field)?;
+        Ok(pipeline)
+    }
+
+    /// Credentials in the base URL and an `Authorization` header would be
+    /// two answers to one question; refuse rather than pick one.
+    fn check_one_authorization(
+        &self,
+        pipeline: &Pipeline,
+        url_field: &str,
+    ) -> Result<(), BatchError> {
+        if pipeline.credentials.is_some() && pipeline.headers.contains_key(AUTHORIZATION) {
+            return Err(self.invalid(
+                format!("pipelines.{}.headers.Authorization", pipeline.name),
+                format!(
+                    "{url_field} carries credentials (user:password@) too; keep one of the two"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn endpoint(
@@ -775,6 +965,7 @@ impl Resolver<'_> {
         if timeout.is_zero() {
             return Err(self.invalid(field, "must be more than 0s"));
         }
+        self.at_most_wait(timeout, field)?;
         Ok(timeout)
     }
 
@@ -786,8 +977,18 @@ impl Resolver<'_> {
     ) -> Result<RetryPolicy, BatchError> {
         let at = |key: &str| format!("{field}.{key}");
         let attempts = match declared.attempts {
-            Some(attempts) => u32::try_from(self.at_least(attempts, 1, &at("attempts"))?)
-                .map_err(|_| self.invalid(at("attempts"), "out of range"))?,
+            Some(attempts) => {
+                let attempts = self.at_least(attempts, 1, &at("attempts"))?;
+                u32::try_from(attempts)
+                    .ok()
+                    .filter(|attempts| *attempts <= MAX_ATTEMPTS)
+                    .ok_or_else(|| {
+                        self.invalid(
+                            at("attempts"),
+                            format!("must be {MAX_ATTEMPTS} or less, got {attempts}"),
+                        )
+                    })?
+            }
             None => defaults.attempts,
         };
         let policy = RetryPolicy {
@@ -803,6 +1004,8 @@ impl Resolver<'_> {
         if policy.initial_backoff.is_zero() {
             return Err(self.invalid(at("initial_backoff"), "must be more than 0s"));
         }
+        self.at_most_wait(policy.max_backoff, &at("max_backoff"))?;
+        self.at_most_wait(policy.max_retry_after, &at("max_retry_after"))?;
         if policy.max_backoff < policy.initial_backoff {
             return Err(self.invalid(
                 at("max_backoff"),
@@ -814,6 +1017,50 @@ impl Resolver<'_> {
             ));
         }
         Ok(policy)
+    }
+
+    fn at_most_wait(&self, wait: Duration, field: &str) -> Result<(), BatchError> {
+        if wait > MAX_WAIT {
+            return Err(self.invalid(
+                field,
+                format!(
+                    "must be {} or less, got {}",
+                    humantime::format_duration(MAX_WAIT),
+                    humantime::format_duration(wait)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn limits(&self, declared: &LimitsToml, field: &str) -> Result<LimitOverrides, BatchError> {
+        let at = |key: &str| format!("{field}.{key}");
+        let overrides = LimitOverrides {
+            max_response_bytes: declared.max_response_size.map(|size| size.0),
+            max_redirects: declared
+                .max_redirects
+                .map(|redirects| {
+                    u32::try_from(redirects).map_err(|_| {
+                        self.invalid(
+                            at("max_redirects"),
+                            format!(
+                                "must be between 0 and {MAX_REDIRECTS_CEILING}, got {redirects}"
+                            ),
+                        )
+                    })
+                })
+                .transpose()?,
+            max_pages: declared
+                .max_pages
+                .map(|pages| self.at_least(pages, 1, &at("max_pages")))
+                .transpose()?,
+        };
+        // Checked against the ranges with the defaults in the unset places.
+        overrides
+            .over(RunLimits::default())
+            .check()
+            .map_err(|(key, reason)| self.invalid(at(key), reason))?;
+        Ok(overrides)
     }
 
     fn parts(
@@ -867,8 +1114,11 @@ impl Resolver<'_> {
             let at = format!("{field}.{name}");
             let header = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| self.invalid(&at, "not a valid HTTP header name"))?;
-            let value = HeaderValue::from_str(value)
+            let mut value = HeaderValue::from_str(value)
                 .map_err(|_| self.invalid(&at, "a header value is visible ASCII"))?;
+            // Configured headers are API keys as often as not: keep them out
+            // of Debug output and HTTP/2 header compression tables.
+            value.set_sensitive(true);
             headers.insert(header, value);
         }
         Ok(headers)
@@ -914,25 +1164,30 @@ impl Resolver<'_> {
 }
 
 /// A base URL: http or https, with a host, no query or fragment; the path
-/// always ends with `/` so that a relative path appends to it.
-fn parse_base_url(text: &str) -> Result<Url, String> {
-    let mut url = Url::parse(text).map_err(|err| format!("{text:?} is not a URL: {err}"))?;
+/// always ends with `/` so that a relative path appends to it. Its userinfo
+/// is taken out, as the credentials to send; messages never quote it.
+fn parse_base_url(text: &str) -> Result<(Url, Option<Credentials>), String> {
+    let shown = redact::text(text);
+    let mut url = Url::parse(text).map_err(|err| format!("{shown:?} is not a URL: {err}"))?;
+    let credentials = Credentials::take_from(&mut url);
+    let shown = url.as_str();
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("{text:?} is not an http:// or https:// URL"));
+        return Err(format!("{shown:?} is not an http:// or https:// URL"));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{text:?} has no host"));
+        return Err(format!("{shown:?} has no host"));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!(
-            "{text:?} has a query or fragment; put query parameters under a pipeline's `query`"
+            "{:?} has a query or fragment; put query parameters under a pipeline's `query`",
+            redact::url(&url)
         ));
     }
     if !url.path().ends_with('/') {
         let path = format!("{}/", url.path());
         url.set_path(&path);
     }
-    Ok(url)
+    Ok((url, credentials))
 }
 
 /// Pipeline names end up in lake keys, metric labels and command lines.

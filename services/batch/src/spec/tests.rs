@@ -275,6 +275,47 @@ fn other_wrong_settings_are_refused_with_the_field_named() {
             "pipelines.x.retry.max_backoff: 1s is below initial_backoff (2s)",
         ),
         (
+            r#"retry = { attempts = 1000 }"#,
+            "pipelines.x.retry.attempts: must be 100 or less, got 1000",
+        ),
+        (
+            r#"retry = { max_backoff = "2h" }"#,
+            "pipelines.x.retry.max_backoff: must be 1h or less, got 2h",
+        ),
+        (
+            r#"retry = { max_retry_after = "1day" }"#,
+            "pipelines.x.retry.max_retry_after: must be 1h or less, got 1day",
+        ),
+        (
+            r#"timeout = "2h""#,
+            "pipelines.x.timeout: must be 1h or less, got 2h",
+        ),
+        (
+            r#"limits = { max_response_size = 0 }"#,
+            "pipelines.x.limits.max_response_size: must be between 1 byte and 1GiB",
+        ),
+        (
+            r#"limits = { max_response_size = "2GiB" }"#,
+            "pipelines.x.limits.max_response_size: must be between 1 byte and 1GiB",
+        ),
+        (
+            r#"limits = { max_redirects = 21 }"#,
+            "pipelines.x.limits.max_redirects: must be between 0 and 20, got 21",
+        ),
+        (
+            r#"limits = { max_redirects = -1 }"#,
+            "pipelines.x.limits.max_redirects: must be between 0 and 20, got -1",
+        ),
+        (
+            r#"limits = { max_pages = 0 }"#,
+            "pipelines.x.limits.max_pages: must be 1 or more, got 0",
+        ),
+        (
+            r#"limits = { max_pages = 2000000 }"#,
+            "pipelines.x.limits.max_pages: must be between 1 and 1000000, got 2000000",
+        ),
+        (r#"limits = { max_bytes = 1 }"#, "unknown field `max_bytes`"),
+        (
             r#"parts = { max_records = 0 }"#,
             "pipelines.x.parts.max_records: must be 1 or more",
         ),
@@ -354,5 +395,46 @@ fn a_missing_file_names_the_path() {
     assert!(
         err.to_string().contains("/nonexistent/pipelines.toml"),
         "{err}"
+    );
+}
+
+#[test]
+fn limits_come_from_the_pipeline_then_the_file_then_the_engine() {
+    let text = r#"
+        [defaults]
+        limits = { max_response_size = "1MiB", max_pages = 50 }
+        [pipelines.a]
+        limits = { max_pages = 7 }
+        [pipelines.b]
+    "#;
+    let pipelines = Pipelines::from_toml(text, "test.toml").expect("valid");
+    let engine = RunLimits {
+        max_response_bytes: 5,
+        max_redirects: 3,
+        max_pages: 9,
+    };
+    assert_eq!(
+        pipelines.get("a").expect("a").limits(engine),
+        RunLimits {
+            max_response_bytes: 1024 * 1024,
+            max_redirects: 3,
+            max_pages: 7,
+        }
+    );
+    assert_eq!(
+        pipelines.get("b").expect("b").limits(engine),
+        RunLimits {
+            max_response_bytes: 1024 * 1024,
+            max_redirects: 3,
+            max_pages: 50,
+        }
+    );
+    assert_eq!(
+        Pipelines::builtin()
+            .expect("built-in")
+            .get("users")
+            .expect("users")
+            .limits(RunLimits::default()),
+        RunLimits::default()
     );
 }

@@ -20,6 +20,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use futures::StreamExt;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
@@ -170,21 +171,33 @@ pub struct Hit {
     pub uri: String,
     pub at: Instant,
     pub user_agent: String,
+    pub headers: axum::http::HeaderMap,
+}
+
+impl Hit {
+    fn new(uri: &Uri, headers: &axum::http::HeaderMap) -> Self {
+        Self {
+            uri: uri.to_string(),
+            at: Instant::now(),
+            user_agent: headers
+                .get("user-agent")
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+            headers: headers.clone(),
+        }
+    }
+
+    /// A request header, as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
 }
 
 type HitLog = Arc<Mutex<Vec<Hit>>>;
 
 fn log_hit(log: &HitLog, uri: &Uri, headers: &axum::http::HeaderMap) {
-    let user_agent = headers
-        .get("user-agent")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    log.lock().expect("hit log").push(Hit {
-        uri: uri.to_string(),
-        at: Instant::now(),
-        user_agent,
-    });
+    log.lock().expect("hit log").push(Hit::new(uri, headers));
 }
 
 /// A server on a spawned task; aborted when dropped (a stalled reply does
@@ -275,6 +288,13 @@ pub enum Reply {
     JsonWith(u16, Vec<(&'static str, String)>, Value),
     /// A raw body with a status, as `application/json`.
     Raw(u16, &'static str),
+    /// A 200 whose body is this text, with its Content-Length.
+    Text(String),
+    /// A 200 with no Content-Length whose body never ends: `{"items": [`
+    /// then `{"id": 1},` for ever, in 4 KiB chunks.
+    Endless,
+    /// A redirect with this status to this Location.
+    Redirect(u16, String),
     /// Nothing for this long, then the inner reply.
     Stall(Duration, Box<Reply>),
 }
@@ -318,15 +338,7 @@ async fn scripted(
 ) -> Response {
     let index = {
         let mut hits = state.hits.lock().expect("hit log");
-        hits.push(Hit {
-            uri: uri.to_string(),
-            at: Instant::now(),
-            user_agent: headers
-                .get("user-agent")
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or_default()
-                .to_owned(),
-        });
+        hits.push(Hit::new(&uri, &headers));
         hits.len() - 1
     };
     let mut reply = state
@@ -358,6 +370,24 @@ async fn scripted(
                     body,
                 )
                     .into_response();
+            }
+            Reply::Text(body) => {
+                return ([("content-type", "application/json")], body).into_response();
+            }
+            Reply::Endless => {
+                let chunk = bytes::Bytes::from("{\"id\": 1},".repeat(410));
+                let body = futures::stream::once(async {
+                    Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(b"{\"items\": ["))
+                })
+                .chain(futures::stream::repeat_with(move || Ok(chunk.clone())));
+                return (
+                    [("content-type", "application/json")],
+                    axum::body::Body::from_stream(body),
+                )
+                    .into_response();
+            }
+            Reply::Redirect(status, location) => {
+                return (status_of(status), [("location", location)]).into_response();
             }
         }
     }
@@ -513,4 +543,61 @@ pub fn ids(records: &[Value]) -> Vec<u64> {
         .iter()
         .map(|record| record["id"].as_u64().expect("an id"))
         .collect()
+}
+
+/// Every byte of every file in `dir`, recursively (what a test greps the
+/// lake for).
+pub fn every_file(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read a lake directory") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let bytes = std::fs::read(&path).expect("read a lake file");
+                files.push((path, bytes));
+            }
+        }
+    }
+    files
+}
+
+/// Every log line of the test process. Tracing caches which callsites a
+/// subscriber wants across threads, so a thread-local capture misses
+/// events when tests run in parallel: a test that captures logs has a test
+/// binary of its own and installs this once.
+#[derive(Clone, Default)]
+pub struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    /// Captures DEBUG and above, process-wide.
+    pub fn install() -> Self {
+        let logs = Self::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("the only subscriber of this test binary");
+        logs
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("logs")).into_owned()
+    }
+}
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("logs").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
