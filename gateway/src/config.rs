@@ -122,7 +122,7 @@ pub struct GatewayLimits {
         default_value_t = vesper::wire::DEFAULT_MAX_REQUEST_EVENTS,
         value_name = "N"
     )]
-    pub max_request_events: usize,
+    pub webhook_max_events: usize,
 
     /// How far the timestamp of a webhook signature may be from the
     /// gateway's clock (e.g. 5m). Signatures are required only when the
@@ -157,7 +157,7 @@ impl GatewayArgs {
             ingest: self.ingest_addr.clone(),
             request_timeout: self.limits.request_timeout,
             body_limit: self.limits.body_limit,
-            max_request_events: self.limits.max_request_events,
+            max_request_events: self.limits.webhook_max_events,
             webhook_signing: self.limits.webhook_signing(),
         }
     }
