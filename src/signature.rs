@@ -22,6 +22,9 @@ pub const WEBHOOK_SECRET_ENV: &str = "VESPER_WEBHOOK_SECRET";
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// Bytes of an HMAC-SHA256 digest.
+const DIGEST_LEN: usize = 32;
+
 /// The shared secret of signed webhooks. Its `Debug` form is redacted.
 #[derive(Clone)]
 pub struct WebhookSecret(Vec<u8>);
@@ -52,7 +55,37 @@ impl WebhookSecret {
     /// Whether `digest` is this secret's digest of `body` at `timestamp`,
     /// compared in constant time.
     pub fn matches(&self, timestamp: i64, body: &[u8], digest: &[u8]) -> bool {
-        mac(&self.0, timestamp, body).verify_slice(digest).is_ok()
+        self.expected(timestamp, body).matches(digest)
+    }
+
+    /// This secret's digest of `body` at `timestamp`, computed once, to
+    /// compare any number of candidate digests against (the MAC costs a
+    /// pass over the body; a comparison does not).
+    pub fn expected(&self, timestamp: i64, body: &[u8]) -> ExpectedDigest {
+        ExpectedDigest(mac(&self.0, timestamp, body).finalize())
+    }
+}
+
+/// The digest a signature must carry; compares in constant time.
+pub struct ExpectedDigest(hmac::digest::CtOutput<HmacSha256>);
+
+impl ExpectedDigest {
+    /// Whether `candidate` is this digest. Its length is public (every
+    /// digest has the same); its bytes are compared in constant time.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        if candidate.len() != DIGEST_LEN {
+            return false;
+        }
+        let candidate = hmac::digest::CtOutput::<HmacSha256>::new(
+            hmac::digest::generic_array::GenericArray::clone_from_slice(candidate),
+        );
+        candidate == self.0
+    }
+}
+
+impl fmt::Debug for ExpectedDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ExpectedDigest(<redacted>)")
     }
 }
 
@@ -112,6 +145,14 @@ mod tests {
         assert!(!secret.matches(1_790_000_000, b"{ }", &digest));
         let other = WebhookSecret::new("other").expect("secret");
         assert!(!other.matches(1_790_000_000, b"{}", &digest));
+        let expected = secret.expected(1_790_000_000, b"{}");
+        assert!(expected.matches(&digest));
+        assert!(!expected.matches(&digest[..31]), "a short digest");
+        assert!(
+            !expected.matches(&[digest.as_slice(), &[0]].concat()),
+            "a long one"
+        );
+        assert!(!expected.matches(&[0; 32]));
         assert!(WebhookSecret::new("").is_none());
         assert_eq!(format!("{secret:?}"), "WebhookSecret(<redacted>)");
     }

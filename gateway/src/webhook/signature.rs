@@ -3,9 +3,11 @@
 //!
 //! The header is `X-Vesper-Signature: t=<unix seconds>,v1=<hex digest>`,
 //! where the digest is `HMAC-SHA256(secret, "<t>.<raw body>")`. Several
-//! `v1=` entries may be given (while rotating secrets); one must match. The
-//! comparison is constant-time (`hmac`'s `verify_slice`), and `t` must be
-//! within the tolerance of the gateway's clock, either way.
+//! `v1=` entries may be given (while rotating secrets), up to
+//! [`MAX_SIGNATURES`]; one must match. The MAC is computed once per request
+//! and each entry compared to it in constant time, so extra entries cost
+//! next to nothing; `t` must be within the tolerance of the gateway's
+//! clock, either way.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,6 +15,10 @@ use http::HeaderMap;
 use vesper::signature::SIGNATURE_HEADER;
 
 use crate::{GatewayError, WebhookSigning};
+
+/// The most `v1=` entries one signature header may carry (a few cover any
+/// key rotation).
+pub(crate) const MAX_SIGNATURES: usize = 8;
 
 /// Why a webhook's signature was refused; each is a 401.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,6 +31,11 @@ pub(crate) enum SignatureError {
         "malformed X-Vesper-Signature header: expected t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<body>\">"
     )]
     Malformed,
+    /// More `v1=` entries than anyone rotating keys needs.
+    #[error(
+        "too many signatures in X-Vesper-Signature: at most {MAX_SIGNATURES} v1= entries are accepted"
+    )]
+    TooMany,
     /// The timestamp is too far from now.
     #[error(
         "stale signature: its timestamp is {skew_secs} s from the gateway's clock, over the {tolerance_secs} s tolerance"
@@ -67,6 +78,9 @@ pub(crate) fn verify(
             Some(("t", value)) if timestamp.is_none() => {
                 timestamp = Some(value.parse::<i64>().map_err(|_| malformed())?);
             }
+            Some(("v1", _)) if digests.len() == MAX_SIGNATURES => {
+                return Err(SignatureError::TooMany);
+            }
             Some(("v1", value)) => digests.push(hex::decode(value).map_err(|_| malformed())?),
             // Unknown schemes are skipped, so a newer client can send more.
             Some((key, _)) if key != "t" => {}
@@ -86,10 +100,13 @@ pub(crate) fn verify(
             tolerance_secs: signing.tolerance.as_secs(),
         });
     }
-    if digests
+    let expected = signing.secret.expected(timestamp, body);
+    // Every entry is compared, so the time taken does not tell which one
+    // matched.
+    let matched = digests
         .iter()
-        .any(|digest| signing.secret.matches(timestamp, body, digest))
-    {
+        .fold(false, |matched, digest| expected.matches(digest) | matched);
+    if matched {
         Ok(())
     } else {
         Err(SignatureError::Wrong)
@@ -139,6 +156,27 @@ mod tests {
         );
         let header = sign_webhook(b"s3cret", NOW as i64, b"{}");
         assert_eq!(check(Some(&header), b"{}"), Ok(()));
+    }
+
+    #[test]
+    fn signature_entries_are_capped() {
+        let body = br#"{"events":[]}"#;
+        let good = sign_webhook(b"s3cret", NOW as i64, body);
+        let decoys = |count: usize| {
+            (0..count)
+                .map(|_| format!(",v1={}", "00".repeat(32)))
+                .collect::<String>()
+        };
+        let at_cap = format!("{good}{}", decoys(MAX_SIGNATURES - 1));
+        assert_eq!(check(Some(&at_cap), body), Ok(()));
+        let over_cap = format!("{good}{}", decoys(MAX_SIGNATURES));
+        let err = check(Some(&over_cap), body).expect_err("over the cap");
+        assert!(err.starts_with("too many signatures"), "{err}");
+        assert!(err.contains(&format!("at most {MAX_SIGNATURES}")), "{err}");
+        // A flood of entries is refused before any MAC is computed.
+        let flood = format!("t={NOW}{}", decoys(10_000));
+        let err = check(Some(&flood), body).expect_err("flood");
+        assert!(err.starts_with("too many signatures"), "{err}");
     }
 
     #[test]
