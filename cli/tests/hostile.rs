@@ -4,10 +4,7 @@
 //! in the lake exactly once after a SIGKILL and a restart. The limits are
 //! listed in the README's guarantees.
 
-use std::{
-    collections::HashMap,
-    path::{Path, PathBuf},
-};
+use std::{collections::HashMap, path::Path};
 
 use serde_json::{Value, json};
 use vesper_tests::{Grpcurl, VesperProcess};
@@ -90,7 +87,7 @@ fn peak_rss(pid: u32) -> u64 {
         .expect("VmHWM")
 }
 
-fn lake_event_ids(lake: &PathBuf) -> HashMap<String, usize> {
+fn lake_event_ids(lake: &Path) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
     let mut pending = vec![lake.join("events")];
     while let Some(dir) = pending.pop() {
