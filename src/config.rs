@@ -34,7 +34,8 @@ pub mod defaults {
 pub struct ParseError(String);
 
 impl ParseError {
-    fn new(message: impl Into<String>) -> Self {
+    /// An error with this text.
+    pub fn new(message: impl Into<String>) -> Self {
         Self(message.into())
     }
 }
@@ -179,6 +180,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, ParseError> {
             "invalid duration {text:?} ({err}); write e.g. 500ms, 5s or 10m"
         ))
     })
+}
+
+/// Parses a count of at least 1 (a limit of 0 would refuse everything),
+/// for clap.
+pub fn parse_positive_count(text: &str) -> Result<usize, ParseError> {
+    match text.trim().parse::<usize>() {
+        Ok(count) if count >= 1 => Ok(count),
+        _ => Err(ParseError::new(format!(
+            "expected a whole number of at least 1, got {text:?}"
+        ))),
+    }
 }
 
 /// A value that can be a bound of a [`Range`].

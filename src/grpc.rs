@@ -15,18 +15,31 @@
 //!
 //! Every server records `vesper_grpc_requests_total{rpc,code}` and
 //! `vesper_grpc_request_duration_seconds{rpc}`; `code` is the gRPC name of
-//! the status (`OK`, `NOT_FOUND`, ...).
+//! the status (`OK`, `NOT_FOUND`, ...), `rpc` a method the server offers
+//! or `unknown` (so random paths cannot create series).
+//!
+//! Every server is bounded ([`GrpcLimits`]): streams per connection, calls
+//! in flight per port, request bytes in flight per port (past either,
+//! UNAVAILABLE with a `retry-after`), and a time limit per call (past it,
+//! DEADLINE_EXCEEDED).
 
 use std::{
+    collections::HashSet,
     convert::Infallible,
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
     time::{Duration, Instant},
 };
 
-use tokio::net::TcpListener;
+use bytes::Bytes;
+use http_body::Frame;
+use prost::Message;
+use tokio::{net::TcpListener, sync::Semaphore};
 use tonic::{
     Code,
     body::Body,
@@ -37,7 +50,10 @@ use tonic::{
 use tonic_health::ServingStatus;
 use tracing::Instrument;
 
-use crate::{FILE_DESCRIPTOR_SET, config::PeerAddr};
+use crate::{
+    FILE_DESCRIPTOR_SET,
+    config::{ByteSize, PeerAddr, parse_duration, parse_positive_count},
+};
 
 /// Bytes a gRPC message may carry beyond its payload (field tags, lengths,
 /// the other fields). Services that carry large payloads add this to their
@@ -61,17 +77,153 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// Methods that legitimately run long (a whole batch run, a flush of
+/// every buffered event): they get [`GrpcLimits::grpc_long_call_timeout`].
+pub const LONG_CALLS: [&str; 2] = ["vesper.v1.BatchPipeline/Run", "vesper.v1.EventIngest/Flush"];
+
+/// Default HTTP/2 streams per connection.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Default calls in flight per port.
+pub const DEFAULT_MAX_IN_FLIGHT_CALLS: usize = 1024;
+/// Default request bytes in flight per port: four of the largest objects
+/// Storage takes by default.
+pub const DEFAULT_MAX_IN_FLIGHT_BYTES: ByteSize = ByteSize::mib(256);
+/// Default time limit of a call.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time limit of a [`LONG_CALLS`] call.
+pub const DEFAULT_LONG_CALL_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// How often an idle connection is pinged, and how long the answer may
+/// take, so that connections of vanished clients are closed.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a gRPC port allows; shared by every gRPC server (`vesper up` and
+/// each service alone).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct GrpcLimits {
+    /// HTTP/2 streams (calls) one gRPC connection may have open at once;
+    /// further calls wait on the client.
+    #[arg(
+        long,
+        env = "VESPER_GRPC_MAX_CONCURRENT_STREAMS",
+        default_value_t = DEFAULT_MAX_CONCURRENT_STREAMS,
+        value_parser = clap::value_parser!(u32).range(1..),
+        value_name = "COUNT"
+    )]
+    pub grpc_max_concurrent_streams: u32,
+
+    /// gRPC calls handled at once on the port, over all connections
+    /// (health checks excepted); further calls get UNAVAILABLE.
+    #[arg(
+        long,
+        env = "VESPER_GRPC_MAX_IN_FLIGHT_CALLS",
+        default_value_t = DEFAULT_MAX_IN_FLIGHT_CALLS,
+        value_parser = parse_positive_count,
+        value_name = "COUNT"
+    )]
+    pub grpc_max_in_flight_calls: usize,
+
+    /// Request bytes held at once on the port, over all calls (e.g.
+    /// 256MiB); a call that would go past it gets UNAVAILABLE.
+    #[arg(
+        long,
+        env = "VESPER_GRPC_MAX_IN_FLIGHT_BYTES",
+        default_value_t = DEFAULT_MAX_IN_FLIGHT_BYTES,
+        value_name = "SIZE"
+    )]
+    pub grpc_max_in_flight_bytes: ByteSize,
+
+    /// The most a gRPC call may take (e.g. 60s); past it, DEADLINE_EXCEEDED.
+    /// A client's shorter grpc-timeout wins.
+    #[arg(
+        long,
+        env = "VESPER_GRPC_CALL_TIMEOUT",
+        default_value = "60s",
+        value_parser = parse_duration,
+        value_name = "DURATION"
+    )]
+    pub grpc_call_timeout: Duration,
+
+    /// The most BatchPipeline/Run and EventIngest/Flush may take (e.g. 1h).
+    #[arg(
+        long,
+        env = "VESPER_GRPC_LONG_CALL_TIMEOUT",
+        default_value = "1h",
+        value_parser = parse_duration,
+        value_name = "DURATION"
+    )]
+    pub grpc_long_call_timeout: Duration,
+}
+
+impl Default for GrpcLimits {
+    fn default() -> Self {
+        Self {
+            grpc_max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            grpc_max_in_flight_calls: DEFAULT_MAX_IN_FLIGHT_CALLS,
+            grpc_max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
+            grpc_call_timeout: DEFAULT_CALL_TIMEOUT,
+            grpc_long_call_timeout: DEFAULT_LONG_CALL_TIMEOUT,
+        }
+    }
+}
+
+static PROCESS_LIMITS: OnceLock<GrpcLimits> = OnceLock::new();
+
+impl GrpcLimits {
+    /// Makes these the limits of every gRPC server this process starts
+    /// from now on (the binary calls it once, from its flags; the first
+    /// call wins).
+    pub fn install(&self) {
+        if PROCESS_LIMITS.set(self.clone()).is_err() {
+            tracing::debug!("gRPC limits were installed already");
+        }
+    }
+
+    /// The limits installed for this process, or the defaults.
+    pub fn current() -> Self {
+        PROCESS_LIMITS.get().cloned().unwrap_or_default()
+    }
+
+    /// The time limit of a call to `rpc` (`package.Service/Method`).
+    pub fn timeout_of(&self, rpc: &str) -> Duration {
+        if LONG_CALLS.contains(&rpc) {
+            self.grpc_long_call_timeout
+        } else {
+            self.grpc_call_timeout
+        }
+    }
+}
+
 /// The gRPC services one listener serves.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct GrpcServices {
     routes: RoutesBuilder,
     names: Vec<&'static str>,
+    limits: GrpcLimits,
+}
+
+impl Default for GrpcServices {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl GrpcServices {
-    /// No services yet.
+    /// No services yet, within the process's limits
+    /// ([`GrpcLimits::current`]).
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            routes: RoutesBuilder::default(),
+            names: Vec::new(),
+            limits: GrpcLimits::current(),
+        }
+    }
+
+    /// Serves within `limits` instead of the process's.
+    pub fn limits(mut self, limits: GrpcLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Adds a generated tonic server.
@@ -103,7 +255,12 @@ impl GrpcServices {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        let Self { mut routes, names } = self;
+        let Self {
+            mut routes,
+            names,
+            limits,
+        } = self;
+        let guard = CallGuard::new(known_rpcs(&names), limits.clone());
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in &names {
             health
@@ -128,7 +285,10 @@ impl GrpcServices {
         };
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         Server::builder()
-            .layer(ObservedLayer)
+            .max_concurrent_streams(limits.grpc_max_concurrent_streams)
+            .http2_keepalive_interval(Some(KEEP_ALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEP_ALIVE_TIMEOUT))
+            .layer(ObservedLayer { guard })
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, stop)
             .await?;
@@ -148,6 +308,193 @@ fn reflection(names: &[&'static str]) -> tonic_reflection::server::Builder<'stat
 }
 
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+
+/// The methods of the health and reflection services every server adds.
+const BUILT_IN_RPCS: [&str; 4] = [
+    "grpc.health.v1.Health/Check",
+    "grpc.health.v1.Health/Watch",
+    "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// The `rpc` label of a call to a path no service offers.
+const UNKNOWN_RPC: &str = "unknown";
+
+/// Every `package.Service/Method` a server with `services` answers: the
+/// methods the contracts declare for them, and the built-in ones.
+fn known_rpcs(services: &[&'static str]) -> HashSet<String> {
+    let mut known: HashSet<String> = BUILT_IN_RPCS.iter().map(|rpc| (*rpc).to_owned()).collect();
+    let Ok(descriptors) = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET) else {
+        tracing::warn!("cannot read the contracts' descriptor set; calls are labelled unknown");
+        return known;
+    };
+    for file in descriptors.file {
+        let package = file.package.unwrap_or_default();
+        for service in file.service {
+            let name = format!("{package}.{}", service.name.unwrap_or_default());
+            if !services.contains(&name.as_str()) {
+                continue;
+            }
+            for method in service.method {
+                known.insert(format!("{name}/{}", method.name.unwrap_or_default()));
+            }
+        }
+    }
+    known
+}
+
+/// What every call on one port shares: the methods it offers, the calls
+/// and request bytes in flight, and the limits.
+#[derive(Debug)]
+struct CallGuard {
+    known: HashSet<String>,
+    calls: Arc<Semaphore>,
+    bytes: Arc<ByteBudget>,
+    limits: GrpcLimits,
+}
+
+impl CallGuard {
+    fn new(known: HashSet<String>, limits: GrpcLimits) -> Arc<Self> {
+        let calls = limits
+            .grpc_max_in_flight_calls
+            .clamp(1, Semaphore::MAX_PERMITS);
+        Arc::new(Self {
+            known,
+            calls: Arc::new(Semaphore::new(calls)),
+            bytes: Arc::new(ByteBudget {
+                limit: limits.grpc_max_in_flight_bytes.bytes(),
+                used: AtomicU64::new(0),
+            }),
+            limits,
+        })
+    }
+
+    /// The `rpc` label of a call: the method if this server offers it.
+    fn label(&self, rpc: &str) -> String {
+        if self.known.contains(rpc) {
+            rpc.to_owned()
+        } else {
+            UNKNOWN_RPC.to_owned()
+        }
+    }
+
+    fn over_call_limit(&self) -> tonic::Status {
+        retry_later(format!(
+            "the server is handling its limit of {} calls at once (--grpc-max-in-flight-calls, VESPER_GRPC_MAX_IN_FLIGHT_CALLS); retry later",
+            self.limits.grpc_max_in_flight_calls
+        ))
+    }
+
+    fn past_deadline(&self, rpc: &str, timeout: Duration) -> tonic::Status {
+        let flag = if LONG_CALLS.contains(&rpc) {
+            "--grpc-long-call-timeout, VESPER_GRPC_LONG_CALL_TIMEOUT"
+        } else {
+            "--grpc-call-timeout, VESPER_GRPC_CALL_TIMEOUT"
+        };
+        tonic::Status::deadline_exceeded(format!(
+            "{rpc} did not finish within its {} time limit ({flag})",
+            humantime::format_duration(timeout)
+        ))
+    }
+}
+
+/// An UNAVAILABLE that asks the client to come back in a second.
+fn retry_later(message: String) -> tonic::Status {
+    let mut status = tonic::Status::unavailable(message);
+    status.metadata_mut().insert(
+        RETRY_AFTER_METADATA,
+        tonic::metadata::MetadataValue::from(1),
+    );
+    status
+}
+
+/// Request bytes held by the calls of one port.
+#[derive(Debug)]
+struct ByteBudget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+/// The request bytes one call holds; given back when the call is done.
+#[derive(Debug)]
+struct Charge {
+    budget: Arc<ByteBudget>,
+    held: AtomicU64,
+}
+
+impl Charge {
+    fn new(budget: Arc<ByteBudget>) -> Self {
+        Self {
+            budget,
+            held: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes `bytes` more from the budget, or refuses the call.
+    fn take(&self, bytes: u64) -> Result<(), tonic::Status> {
+        let budget = &self.budget;
+        let taken = budget
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes)
+                    .filter(|total| *total <= budget.limit)
+            });
+        match taken {
+            Ok(_) => {
+                self.held.fetch_add(bytes, Ordering::AcqRel);
+                Ok(())
+            }
+            Err(_) => Err(retry_later(format!(
+                "the server holds its limit of {} of request bytes (--grpc-max-in-flight-bytes, VESPER_GRPC_MAX_IN_FLIGHT_BYTES); retry later",
+                ByteSize(budget.limit)
+            ))),
+        }
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        let held = *self.held.get_mut();
+        self.budget.used.fetch_sub(held, Ordering::AcqRel);
+    }
+}
+
+/// A request body whose bytes are charged to the port's budget as they
+/// arrive; past the budget it fails with the refusal, which the decoder
+/// turns into the call's status.
+struct ChargedBody {
+    inner: Body,
+    charge: Arc<Charge>,
+}
+
+impl http_body::Body for ChargedBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            let bytes = u64::try_from(data.len()).unwrap_or(u64::MAX);
+            if let Err(refused) = self.charge.take(bytes) {
+                return Poll::Ready(Some(Err(refused)));
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// A channel to a peer that connects on first use and reconnects after a
 /// failure, so that callers see UNAVAILABLE while the peer is down and
@@ -229,27 +576,34 @@ impl tower::Service<http::Request<Body>> for TracedChannel {
 }
 
 /// The server side of every call: its span (continuing the caller's trace
-/// context) and its metrics.
-#[derive(Debug, Clone, Copy, Default)]
-struct ObservedLayer;
+/// context), its metrics, and its bounds (calls and bytes in flight, time).
+#[derive(Debug, Clone)]
+struct ObservedLayer {
+    guard: Arc<CallGuard>,
+}
 
 impl<S> tower::Layer<S> for ObservedLayer {
     type Service = Observed<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Observed { inner }
+        Observed {
+            inner,
+            guard: self.guard.clone(),
+        }
     }
 }
 
 #[derive(Debug, Clone)]
 struct Observed<S> {
     inner: S,
+    guard: Arc<CallGuard>,
 }
 
-impl<S, B, R> tower::Service<http::Request<B>> for Observed<S>
+impl<S> tower::Service<http::Request<Body>> for Observed<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -259,8 +613,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let rpc = Rpc::of(request.uri().path());
+        let label = self.guard.label(rpc.full);
         // Health probes come every few seconds from every orchestrator:
         // counted, but a trace each would bury the real ones.
         let span = if rpc.service == HEALTH_SERVICE {
@@ -268,7 +623,7 @@ where
         } else {
             tracing::info_span!(
                 "grpc.server",
-                otel.name = rpc.full,
+                otel.name = label.as_str(),
                 otel.kind = "server",
                 rpc.system = "grpc",
                 rpc.service = rpc.service,
@@ -279,13 +634,44 @@ where
             )
         };
         crate::telemetry::set_parent_from_headers(&span, request.headers());
-        let label = rpc.full.to_owned();
         let started = Instant::now();
-        let response = span.in_scope(|| self.inner.call(request));
+        // Health checks must answer under load, and cost nothing.
+        let slot = if rpc.service == HEALTH_SERVICE {
+            Ok(None)
+        } else {
+            self.guard.calls.clone().try_acquire_owned().map(Some)
+        };
+        let guard = self.guard.clone();
+        let timeout = guard.limits.timeout_of(&label);
+        let charge = Arc::new(Charge::new(guard.bytes.clone()));
+        let handled = match slot {
+            Ok(slot) => {
+                let charged = charge.clone();
+                let request = request.map(|inner| {
+                    Body::new(ChargedBody {
+                        inner,
+                        charge: charged,
+                    })
+                });
+                Ok((slot, span.in_scope(|| self.inner.call(request))))
+            }
+            Err(_) => Err(guard.over_call_limit()),
+        };
         let recorded = span.clone();
         Box::pin(
             async move {
-                let response = response.await;
+                let response = match handled {
+                    Ok((slot, response)) => {
+                        let answer = tokio::time::timeout(timeout, response).await;
+                        drop(slot);
+                        match answer {
+                            Ok(response) => response,
+                            Err(_) => Ok(guard.past_deadline(&label, timeout).into_http()),
+                        }
+                    }
+                    Err(refused) => Ok(refused.into_http()),
+                };
+                drop(charge);
                 // An error here is the transport's; the handler's own
                 // failures are answers with a status.
                 let status = match &response {
@@ -421,3 +807,6 @@ mod tests {
         assert_eq!(code_name(status.code()), "NOT_FOUND");
     }
 }
+
+#[cfg(test)]
+mod limits_tests;

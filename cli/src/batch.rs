@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 use vesper::{
     Shutdown,
     config::{announce_listening, bind, defaults},
+    grpc::GrpcLimits,
     metrics::MetricsArgs,
 };
 use vesper_batch::{
@@ -67,6 +68,9 @@ struct ServeCommand {
 
     #[command(flatten)]
     metrics: MetricsArgs,
+
+    #[command(flatten, next_help_heading = "gRPC limits")]
+    grpc_limits: GrpcLimits,
 }
 
 impl BatchCommand {
@@ -122,6 +126,7 @@ impl ListCommand {
 impl ServeCommand {
     async fn run(self) -> anyhow::Result<()> {
         let shutdown = Shutdown::on_signals();
+        self.grpc_limits.install();
         let engine = Arc::new(self.args.engine()?);
         let listener = bind(self.grpc_addr).await?;
         self.metrics.spawn(shutdown.signalled()).await?;

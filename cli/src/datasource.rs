@@ -6,6 +6,7 @@ use clap::Args;
 use vesper::{
     Shutdown,
     config::{announce_listening, bind, defaults},
+    grpc::GrpcLimits,
     metrics::MetricsArgs,
 };
 use vesper_datasource::{DataSourceArgs, WebhookArgs};
@@ -30,11 +31,15 @@ pub(crate) struct DataSourceCommand {
 
     #[command(flatten)]
     metrics: MetricsArgs,
+
+    #[command(flatten, next_help_heading = "gRPC limits")]
+    grpc_limits: GrpcLimits,
 }
 
 impl DataSourceCommand {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         let shutdown = Shutdown::on_signals();
+        self.grpc_limits.install();
         let config = self.args.config(self.webhook.webhook_url.clone());
         let listener = bind(self.grpc_addr).await?;
         self.metrics.spawn(shutdown.signalled()).await?;

@@ -25,9 +25,11 @@ impl GatewayCommand {
         );
         let listener = bind(self.args.http_addr).await?;
         announce_listening(None, Some(listener.local_addr()?));
-        vesper_gateway::serve(
+        let limits = config.server.clone();
+        vesper_gateway::serve_with(
             listener,
             vesper_gateway::router(config),
+            &limits,
             shutdown.signalled(),
         )
         .await?;

@@ -7,6 +7,7 @@ use clap::Args;
 use vesper::{
     Shutdown,
     config::{announce_listening, bind},
+    grpc::GrpcLimits,
     metrics::MetricsArgs,
 };
 use vesper_ingest::{IngestArgs, IngestEngine};
@@ -19,11 +20,15 @@ pub(crate) struct IngestCommand {
 
     #[command(flatten)]
     metrics: MetricsArgs,
+
+    #[command(flatten, next_help_heading = "gRPC limits")]
+    grpc_limits: GrpcLimits,
 }
 
 impl IngestCommand {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         let shutdown = Shutdown::on_signals();
+        self.grpc_limits.install();
         let config = self.args.engine.config();
         let store = Arc::new(self.args.storage.connect_lazy(config.max_object_size));
         // Replay before the ready line: a client that waits for it finds the

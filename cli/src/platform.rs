@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use vesper::{
     Shutdown,
     config::{Lake, PeerAddr, bind, defaults},
-    grpc::{GrpcServices, connect_lazy},
+    grpc::{GrpcLimits, GrpcServices, connect_lazy},
     v1::{
         RunReport, RunRequest, RunStatus, StatsResponse, batch_pipeline_client::BatchPipelineClient,
     },
@@ -78,6 +78,9 @@ pub(crate) struct PlatformArgs {
 
     #[command(flatten, next_help_heading = "Gateway")]
     gateway: GatewayLimits,
+
+    #[command(flatten, next_help_heading = "gRPC limits")]
+    grpc_limits: GrpcLimits,
 }
 
 impl PlatformArgs {
@@ -171,6 +174,7 @@ impl Platform {
         let grpc_stop = Shutdown::new();
         let grpc_task = tokio::spawn(
             GrpcServices::new()
+                .limits(args.grpc_limits.clone())
                 .with(StorageService::new(store).into_server(max_object_size))
                 .with(datasource.clone().into_server())
                 .with(IngestService::new(ingest.clone()).into_server())
@@ -178,15 +182,19 @@ impl Platform {
                 .serve(grpc_listener, grpc_stop.signalled()),
         );
         let mut gateway = GatewayConfig::all_peers_at(grpc_peer.clone());
-        gateway.request_timeout = args.gateway.request_timeout;
-        gateway.body_limit = args.gateway.body_limit;
-        gateway.webhook_signing = args.gateway.webhook_signing();
+        args.gateway.apply_to(&mut gateway);
+        let http_limits = gateway.server.clone();
         let http_stop = Shutdown::new();
-        let http_task = tokio::spawn(vesper_gateway::serve(
-            http_listener,
-            vesper_gateway::router(gateway),
-            http_stop.signalled(),
-        ));
+        let http_signal = http_stop.signalled();
+        let http_task = tokio::spawn(async move {
+            vesper_gateway::serve_with(
+                http_listener,
+                vesper_gateway::router(gateway),
+                &http_limits,
+                http_signal,
+            )
+            .await
+        });
 
         if let Some(delay) = generator_delay {
             datasource.generator().start_after(delay);

@@ -7,6 +7,7 @@ use clap::Args;
 use vesper::{
     Shutdown,
     config::{announce_listening, bind, defaults},
+    grpc::GrpcLimits,
     metrics::MetricsArgs,
 };
 use vesper_storage::LakeArgs;
@@ -28,11 +29,15 @@ pub(crate) struct StorageCommand {
 
     #[command(flatten)]
     metrics: MetricsArgs,
+
+    #[command(flatten, next_help_heading = "gRPC limits")]
+    grpc_limits: GrpcLimits,
 }
 
 impl StorageCommand {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         let shutdown = Shutdown::on_signals();
+        self.grpc_limits.install();
         let store = self
             .lake
             .open()

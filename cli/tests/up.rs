@@ -374,3 +374,58 @@ fn demo_ends_with_the_top_5_table_and_a_summary() {
     assert!(stdout.contains("pipeline users"), "{stdout}");
     assert!(results.exists(), "the results file was built");
 }
+
+/// `up`'s HTTP port has the gateway's bounds, set by its flags: a half-sent
+/// header loses its connection, a cross-site POST is refused.
+#[test]
+fn up_closes_slow_connections_and_refuses_cross_site_posts() {
+    use std::io::{Read, Write};
+
+    let work = Workdir::new();
+    let up = work.up(&[
+        "--no-generator",
+        "--no-faults",
+        "--no-pipelines",
+        "--header-read-timeout",
+        "300ms",
+        "--allowed-origins",
+        "https://dashboard.example",
+    ]);
+    let mut half = std::net::TcpStream::connect(up.http_addr()).expect("connect");
+    // A guard against hanging only: the server closes long before.
+    half.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("read timeout");
+    half.write_all(b"GET /health HTTP/1.1\r\nHost: up\r\nX-Slow: 1\r\n")
+        .expect("write");
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    half.read_to_end(&mut rest)
+        .expect("the server closes the connection");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "closed after {:?}",
+        started.elapsed()
+    );
+
+    let client = reqwest::blocking::Client::new();
+    let url = format!("http://{}/stop-generator", up.http_addr());
+    let refused = client
+        .post(&url)
+        .header("origin", "https://evil.example")
+        .send()
+        .expect("answer");
+    assert_eq!(refused.status(), 403);
+    let body: Value = refused.json().expect("json");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("--allowed-origins")),
+        "{body}"
+    );
+    let allowed = client
+        .post(&url)
+        .header("origin", "https://dashboard.example")
+        .send()
+        .expect("answer");
+    assert_eq!(allowed.status(), 200);
+}

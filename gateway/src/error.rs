@@ -6,7 +6,7 @@ use axum::{
     Json,
     response::{IntoResponse, Response},
 };
-use http::{HeaderValue, header::RETRY_AFTER};
+use http::{HeaderValue, StatusCode, header::RETRY_AFTER};
 use serde_json::json;
 use vesper::{ErrorCode, ServiceError, config::PeerAddr, grpc::RETRY_AFTER_METADATA};
 
@@ -53,6 +53,29 @@ pub enum GatewayError {
         /// What is wrong with it.
         message: String,
     },
+    /// The client took longer than the body read timeout to send the next
+    /// piece of the body.
+    #[error(
+        "the request body stalled: nothing arrived for {timeout_secs} s (--body-read-timeout, VESPER_BODY_READ_TIMEOUT)"
+    )]
+    BodyTimeout {
+        /// The timeout in whole seconds.
+        timeout_secs: u64,
+    },
+    /// A browser sent a state-changing request from another site.
+    #[error("{reason}")]
+    CrossSite {
+        /// Why, and which flag allows it.
+        reason: String,
+    },
+    /// The gateway is handling as many requests as it may.
+    #[error(
+        "the gateway is handling its limit of {limit} requests at once (--max-in-flight-requests, VESPER_MAX_IN_FLIGHT_REQUESTS); retry later"
+    )]
+    Overloaded {
+        /// The limit.
+        limit: usize,
+    },
     /// A peer could not be reached at all (down, restarting, wrong address).
     #[error("{peer} is unavailable at {addr}: {message}")]
     PeerUnreachable {
@@ -96,7 +119,9 @@ impl GatewayError {
 
     fn retry_after(&self) -> Option<u64> {
         match self {
-            Self::PeerUnreachable { .. } => Some(DEFAULT_RETRY_AFTER_SECS),
+            Self::PeerUnreachable { .. } | Self::Overloaded { .. } => {
+                Some(DEFAULT_RETRY_AFTER_SECS)
+            }
             Self::Peer { status } if self.code().is_transient() => Some(
                 status
                     .metadata()
@@ -118,8 +143,9 @@ impl ServiceError for GatewayError {
                 ErrorCode::ResourceExhausted
             }
             Self::UnsupportedMediaType { .. } => ErrorCode::UnsupportedMediaType,
-            Self::Unauthenticated { .. } => ErrorCode::Unauthenticated,
-            Self::PeerUnreachable { .. } => ErrorCode::Unavailable,
+            Self::Unauthenticated { .. } | Self::CrossSite { .. } => ErrorCode::Unauthenticated,
+            Self::BodyTimeout { .. } => ErrorCode::DeadlineExceeded,
+            Self::Overloaded { .. } | Self::PeerUnreachable { .. } => ErrorCode::Unavailable,
             Self::Peer { status } => ErrorCode::from_grpc(status.code()),
         }
     }
@@ -139,7 +165,13 @@ impl IntoResponse for GatewayError {
             }
             _ => json!({ "error": self.to_string() }),
         };
-        let mut response = (code.http(), Json(body)).into_response();
+        // HTTP has closer words than the shared table for these two.
+        let status = match &self {
+            Self::CrossSite { .. } => StatusCode::FORBIDDEN,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            _ => code.http(),
+        };
+        let mut response = (status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after()
             && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
         {

@@ -6,10 +6,12 @@
 
 mod config;
 mod error;
+mod guard;
 mod health;
 mod observe;
 mod peers;
 mod rest;
+mod server;
 mod webhook;
 
 use std::{
@@ -28,13 +30,15 @@ use tower::ServiceBuilder;
 use tower_http::{
     compression::CompressionLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    timeout::TimeoutLayer,
+    timeout::{RequestBodyTimeoutLayer, TimeoutLayer},
     trace::TraceLayer,
 };
 
 pub use config::{
-    DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SIGNATURE_TOLERANCE, GatewayArgs,
-    GatewayConfig, GatewayLimits, WebhookSigning,
+    AllowedOrigin, DEFAULT_BODY_LIMIT, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT_REQUESTS,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SIGNATURE_TOLERANCE, GatewayArgs, GatewayConfig,
+    GatewayLimits, ServerLimits, WebhookSigning,
 };
 pub use error::GatewayError;
 pub use peers::Peers;
@@ -90,11 +94,15 @@ impl AppState {
 }
 
 /// The gateway's routes with the tower-http stack every request goes
-/// through: request ids, a span per request, a timeout and compression.
+/// through: request ids, a span per request, the in-flight limit, a
+/// timeout, a body read timeout, the cross-site check and compression.
 /// `/metrics` serves the process's Prometheus metrics (the recorder is
 /// installed here if the binary has not done it yet).
 pub fn router(config: GatewayConfig) -> Router {
     let timeout = config.request_timeout;
+    let body_read_timeout = config.body_read_timeout;
+    let in_flight = guard::InFlight::new(config.max_in_flight_requests);
+    let allowed_origins: Arc<[AllowedOrigin]> = config.allowed_origins.clone().into();
     let state = AppState::new(config);
     let routes = Router::new()
         .route("/health", get(health::health))
@@ -102,11 +110,20 @@ pub fn router(config: GatewayConfig) -> Router {
         .merge(webhook::routes())
         .route_layer(axum::middleware::from_fn(observe::record_http_metrics))
         .with_state(state)
-        .merge(vesper::metrics::router(vesper::metrics::install()));
-    with_middleware(routes, timeout)
+        .merge(vesper::metrics::router(vesper::metrics::install()))
+        .layer(axum::middleware::from_fn_with_state(
+            allowed_origins,
+            guard::refuse_cross_site,
+        ));
+    with_middleware(routes, timeout, body_read_timeout, in_flight)
 }
 
-fn with_middleware(router: Router, timeout: Duration) -> Router {
+fn with_middleware(
+    router: Router,
+    timeout: Duration,
+    body_read_timeout: Duration,
+    in_flight: guard::InFlight,
+) -> Router {
     router.layer(
         ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
@@ -116,22 +133,37 @@ fn with_middleware(router: Router, timeout: Duration) -> Router {
                     .on_response(observe::record_response),
             )
             .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
+            .layer(axum::middleware::from_fn_with_state(
+                in_flight,
+                guard::shed_over_limit,
+            ))
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::GATEWAY_TIMEOUT,
                 timeout,
             ))
+            .layer(RequestBodyTimeoutLayer::new(body_read_timeout))
             .layer(CompressionLayer::new()),
     )
 }
 
-/// Serves `router` on an already-bound listener until `shutdown`
-/// completes, then lets in-flight requests finish.
+/// Serves `router` on an already-bound listener, within the default
+/// connection limits, until `shutdown` completes, then lets in-flight
+/// requests finish.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::serve(listener, router, &ServerLimits::default(), shutdown).await
+}
+
+/// [`serve`] within `limits` (header read and idle timeouts, connection
+/// cap).
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    limits: &ServerLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    server::serve(listener, router, limits, shutdown).await
 }

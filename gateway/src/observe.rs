@@ -1,7 +1,9 @@
 //! What the gateway tells about each request: its span, in OpenTelemetry's
 //! HTTP server conventions, continuing the caller's W3C trace context; and
 //! its metrics, per route (the route template, not the raw path, so ids in
-//! paths do not explode the series count).
+//! paths do not explode the series count) and per method (the standard
+//! methods by name, any other as `OTHER`, so a client cannot create series
+//! at will).
 //!
 //! - `vesper_http_requests_total{method,route,status}`
 //! - `vesper_http_request_duration_seconds{method,route}`
@@ -65,12 +67,12 @@ pub(crate) async fn record_http_metrics(
     let route = route.map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
     // Runs inside the request's span (the trace layer is outside the router).
     tracing::Span::current().record("http.route", route.as_str());
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     metrics::counter!(
         "vesper_http_requests_total",
-        "method" => method.clone(),
+        "method" => method,
         "route" => route.clone(),
         "status" => response.status().as_u16().to_string(),
     )
@@ -82,4 +84,33 @@ pub(crate) async fn record_http_metrics(
     )
     .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The `method` label: a standard method's name, else `OTHER`.
+fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_standard_methods_keep_their_name() {
+        assert_eq!(method_label(&http::Method::POST), "POST");
+        let odd = http::Method::from_bytes(b"FROBNICATE").expect("method");
+        assert_eq!(method_label(&odd), "OTHER");
+    }
 }

@@ -9,9 +9,11 @@
 //! | 200 `{"status":"success","accepted","filtered","duplicates"}` | the events are durable (or were signups / duplicates) |
 //! | 400 `{"error":"Invalid payload","details":[...]}` | malformed JSON (with line and column) or any invalid event; nothing of the batch is stored |
 //! | 401 `{"error":...}` | signing is on and the signature is missing, malformed, wrong or stale |
+//! | 403 `{"error":...}` | a browser posts from another site whose origin is not allowed |
+//! | 408 `{"error":...}` | the body stalled for longer than the body read timeout |
 //! | 413 `{"error":...}` | the body is over the byte limit, or holds more events than one request may |
 //! | 415 `{"error":...}` | an explicit content type that is not JSON |
-//! | 503 `{"error":...}` + `Retry-After` | ingest is unreachable, its log is full while storage is down, or its disk is full |
+//! | 503 `{"error":...}` + `Retry-After` | the gateway is at its in-flight limit, ingest is unreachable, its log is full while storage is down, or its disk is full |
 
 mod signature;
 
@@ -21,7 +23,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{Value, json};
 use vesper::{v1::IngestRequest, wire::WebhookRefusal};
 
-use crate::{AppState, GatewayError};
+use crate::{AppState, GatewayConfig, GatewayError};
 
 /// Where the webhook is served.
 pub(crate) const WEBHOOK_PATH: &str = "/webhook/events";
@@ -43,7 +45,7 @@ async fn receive(
     if let Some(content_type) = unsupported_content_type(&headers) {
         return Err(GatewayError::UnsupportedMediaType { content_type });
     }
-    let raw = read_body(body, &headers, state.config().body_limit.bytes()).await?;
+    let raw = read_body(body, &headers, state.config()).await?;
     tracing::Span::current().record("bytes", raw.len());
     if let Some(signing) = &state.config().webhook_signing {
         signature::verify(signing, &headers, &raw, std::time::SystemTime::now())?;
@@ -146,8 +148,9 @@ fn is_json(content_type: &str) -> bool {
 async fn read_body(
     body: Body,
     headers: &HeaderMap,
-    limit: u64,
+    config: &GatewayConfig,
 ) -> Result<bytes::Bytes, GatewayError> {
+    let limit = config.body_limit.bytes();
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
@@ -161,10 +164,26 @@ async fn read_body(
         Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
             Err(GatewayError::PayloadTooLarge { limit })
         }
+        Err(err) if stalled(err.as_ref()) => Err(GatewayError::BodyTimeout {
+            timeout_secs: config.body_read_timeout.as_secs(),
+        }),
         Err(err) => Err(GatewayError::bad_request(format!(
             "cannot read the request body: {err}"
         ))),
     }
+}
+
+/// Whether a body failed because the client stopped sending it (the body
+/// read timeout), wherever that sits in the error's chain.
+fn stalled(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(err) = current {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        current = err.source();
+    }
+    false
 }
 
 #[cfg(test)]
