@@ -55,6 +55,12 @@ pub(crate) async fn health(State(state): State<AppState>) -> Json<Value> {
                 ("flushed_objects", json!(stats.flushed_objects)),
                 ("flushed_events", json!(stats.flushed_events)),
                 ("refused_batches", json!(stats.refused_batches)),
+                ("batch_bytes", json!(stats.batch_bytes)),
+                ("buffered_bytes", json!(stats.buffered_bytes)),
+                ("max_buffered_bytes", json!(stats.max_buffered_bytes)),
+                ("backlog_events", json!(stats.backlog_events)),
+                ("dead_lettered_objects", json!(stats.dead_lettered_objects)),
+                ("max_event_bytes", json!(stats.max_event_bytes)),
                 ("storage_healthy", json!(stats.storage_healthy)),
             ] {
                 body.insert(key.into(), value);

@@ -658,6 +658,12 @@ impl IngestEngine {
             storage_healthy: state.storage_healthy,
             last_flush_error: state.last_flush_error.clone(),
             refused_batches: counters.refused_batches,
+            batch_bytes: self.shared.config.batch_bytes,
+            buffered_bytes: state.memory_bytes,
+            max_buffered_bytes: self.shared.config.max_buffered_bytes,
+            backlog_events: state.backlog_events,
+            dead_lettered_objects: counters.dead_lettered_objects,
+            max_event_bytes: self.shared.config.max_event_bytes,
         }
     }
 
@@ -908,7 +914,9 @@ impl IngestEngine {
                 Ok(()) => confirmed.push(key),
                 Err(err) => {
                     if err.is_permanent() && self.dead_letter_if_hopeless(&key, &err).await {
+                        // Set aside for good: no longer this flush's failure.
                         confirmed.push(key);
+                        continue;
                     }
                     first_error.get_or_insert(err);
                 }
