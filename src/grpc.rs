@@ -185,6 +185,19 @@ impl GrpcLimits {
         PROCESS_LIMITS.get().cloned().unwrap_or_default()
     }
 
+    /// Checks that a message of `message_bytes` (the largest `what` takes)
+    /// fits the bytes-in-flight budget: otherwise such a call would always
+    /// be refused as UNAVAILABLE, which clients take for "retry later".
+    pub fn check_fits(&self, what: &str, message_bytes: usize) -> Result<(), String> {
+        let budget = self.grpc_max_in_flight_bytes.bytes();
+        if (message_bytes as u64) > budget {
+            return Err(format!(
+                "--grpc-max-in-flight-bytes ({budget}) is smaller than the largest {what} ({message_bytes} bytes); raise it or lower the size bound"
+            ));
+        }
+        Ok(())
+    }
+
     /// The time limit of a call to `rpc` (`package.Service/Method`).
     pub fn timeout_of(&self, rpc: &str) -> Duration {
         if LONG_CALLS.contains(&rpc) {

@@ -28,8 +28,15 @@ pub(crate) struct IngestCommand {
 impl IngestCommand {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         let shutdown = Shutdown::on_signals();
-        self.grpc_limits.install();
         let config = self.args.engine.config();
+        config.check()?;
+        self.grpc_limits
+            .check_fits(
+                "Ingest message (derived from --max-event-bytes)",
+                config.max_ingest_message(),
+            )
+            .map_err(anyhow::Error::msg)?;
+        self.grpc_limits.install();
         let store = Arc::new(self.args.storage.connect_lazy(config.max_object_size));
         // Replay before the ready line: a client that waits for it finds the
         // duplicate window and the batches as they were.

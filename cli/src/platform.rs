@@ -156,7 +156,23 @@ impl Platform {
         let through_storage = || -> Arc<dyn ObjectStore> {
             Arc::new(RemoteStore::connect_lazy(&grpc_peer, max_object_size))
         };
-        let ingest = IngestEngine::start(args.ingest.config(), through_storage())
+        let ingest_config = args.ingest.config();
+        ingest_config.check()?;
+        for (what, bytes) in [
+            (
+                "PutObject (--max-object-size)",
+                vesper_storage::message_limit(max_object_size),
+            ),
+            (
+                "Ingest message (derived from --max-event-bytes)",
+                ingest_config.max_ingest_message(),
+            ),
+        ] {
+            args.grpc_limits
+                .check_fits(what, bytes)
+                .map_err(anyhow::Error::msg)?;
+        }
+        let ingest = IngestEngine::start(ingest_config, through_storage())
             .await
             .with_context(|| format!("cannot open the write-ahead log {}", wal.display()))?;
         let datasource_config = args.datasource.config(own_webhook);

@@ -37,6 +37,12 @@ pub(crate) struct StorageCommand {
 impl StorageCommand {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         let shutdown = Shutdown::on_signals();
+        self.grpc_limits
+            .check_fits(
+                "PutObject (--max-object-size)",
+                vesper_storage::message_limit(self.lake.max_object_size.bytes()),
+            )
+            .map_err(anyhow::Error::msg)?;
         self.grpc_limits.install();
         let store = self
             .lake

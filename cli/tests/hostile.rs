@@ -203,3 +203,45 @@ fn hostile_requests_get_their_status_and_acknowledged_events_survive_a_kill() {
         "nothing refused is in the lake"
     );
 }
+
+#[test]
+fn clashing_bounds_refuse_to_start_naming_the_flags() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let wal = dir.path().join("wal").to_string_lossy().into_owned();
+    let lake = dir.path().join("lake").to_string_lossy().into_owned();
+    for (args, expected) in [
+        (
+            vec![
+                "ingest",
+                "--wal-dir",
+                &wal,
+                "--max-event-bytes",
+                "1MiB",
+                "--batch-bytes",
+                "512KiB",
+            ],
+            "--batch-bytes",
+        ),
+        (
+            vec!["ingest", "--wal-dir", &wal, "--max-buffered-bytes", "1MiB"],
+            "--max-buffered-bytes",
+        ),
+        (
+            vec![
+                "storage",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--lake",
+                &lake,
+                "--grpc-max-in-flight-bytes",
+                "1MiB",
+            ],
+            "--grpc-max-in-flight-bytes",
+        ),
+    ] {
+        let output = VesperProcess::run_with(Path::new(BIN), &args, &[]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} started");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
