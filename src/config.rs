@@ -7,7 +7,7 @@ use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 use http::Uri;
 use tokio::net::TcpListener;
 
-/// Defaults of DESIGN.md: where each service listens when run alone, and
+/// Defaults (docs/architecture.md and the README's conventions): where each service listens when run alone, and
 /// where the lake and the write-ahead log live.
 pub mod defaults {
     /// `vesper storage`'s gRPC address, and `vesper up`'s single gRPC port.

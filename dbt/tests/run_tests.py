@@ -5,7 +5,7 @@
 
 Standard library only. Without --lake it writes a deterministic fixture lake
 into a temporary directory: the sample CSVs with the distributions of
-UPSTREAM.md, webhook events over two days and several hour partitions (with
+docs/compatibility.md, webhook events over two days and several hour partitions (with
 duplicates, signups, unknown property keys, a missing user snapshot), two
 manifested users and content snapshot runs plus a newer run without a manifest
 (which must be ignored), and storage internals under .vesper/ (never read).

@@ -1,6 +1,6 @@
 //! The old data server's REST API through a real HTTP client against an
 //! in-process gateway and DataSource: every response shape, field order
-//! and error of UPSTREAM.md, the paging walk, the deliberate faults, and a
+//! and error of docs/compatibility.md, the paging walk, the deliberate faults, and a
 //! DataSource that comes up after the gateway.
 
 use std::{
@@ -396,7 +396,7 @@ async fn bad_input_gets_a_400_in_the_old_words() {
         // What the old server refused, refused the same way.
         ("/api/users?offset=10000", "Invalid offset"),
         ("/api/users?offset=-1", "Invalid offset"),
-        // What it mishandled (UPSTREAM.md, "Edge cases").
+        // What it mishandled (docs/compatibility.md, "Where vesper deliberately differs").
         ("/api/users?offset=abc", "Invalid offset"),
         ("/api/users?offset=", "Invalid offset"),
         ("/api/users?offset=99999999999999999999", "Invalid offset"),

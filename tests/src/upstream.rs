@@ -1,5 +1,5 @@
-//! A scripted replica of the old data server's REST API (UPSTREAM.md
-//! section 1), for tests that pull from it without the DataSource service:
+//! A scripted replica of the old data server's REST API (docs/compatibility.md,
+//! "The data server's REST API"), for tests that pull from it without the DataSource service:
 //! the same routes, bodies, paging fields, limits, errors and faults.
 //!
 //! What differs, on purpose, for tests: the data is generated from a fixed

@@ -1,6 +1,6 @@
 //! The mock upstream's data set: 10,000 users and 1,000 content items,
 //! generated from a seed with the old data server's id formats, value sets
-//! and ranges (UPSTREAM.md section 1).
+//! and ranges (docs/compatibility.md, "The data server's REST API").
 
 use prost_types::Timestamp;
 use rand::Rng;

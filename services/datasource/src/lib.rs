@@ -1,6 +1,6 @@
 //! The mock upstream: the `vesper.v1.DataSource` service.
 //!
-//! It serves what the old data server served (UPSTREAM.md section 1),
+//! It serves what the old data server served (docs/compatibility.md),
 //! reproducibly from a seed: 10,000 users and 1,000 content items, pages of
 //! users, and random events, the unfiltered ones deliberately unreliable. Its
 //! [`Generator`] pushes batches of events to a webhook, as upstream did.

@@ -1,4 +1,4 @@
-//! The sample data of the analytics (UPSTREAM.md section 4): three CSVs
+//! The sample data of the analytics (docs/compatibility.md, "The lake and the analytics"): three CSVs
 //! under `data/` in the lake, generated from a seed with the old files'
 //! columns, text formats and distributions, including the `IF` country
 //! (a typo for `IT`) that the staging layer must fix.

@@ -1,5 +1,5 @@
 //! The analytics' sample CSVs: exact headers, row counts and text formats,
-//! distributions within tolerant bounds of UPSTREAM.md's ratios, the `IF`
+//! distributions within tolerant bounds of the ratios in docs/compatibility.md, the `IF`
 //! defect, and writing them into a lake.
 
 use std::collections::HashMap;

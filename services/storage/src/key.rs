@@ -1,4 +1,4 @@
-//! Lake keys: the rules of DESIGN.md, checked once, so that a key can never
+//! Lake keys: the rules of docs/architecture.md ("The lake") and the README, checked once, so that a key can never
 //! name anything outside the lake root on any backend.
 
 use std::{borrow::Cow, fmt};
