@@ -1,6 +1,7 @@
-//! A scripted replica of the old data server's REST API (docs/compatibility.md,
-//! "The data server's REST API"), for tests that pull from it without the DataSource service:
-//! the same routes, bodies, paging fields, limits, errors and faults.
+//! A scripted replica of the old data server's REST API
+//! (docs/compatibility.md, "The data server's REST API"), for tests that
+//! pull from it without the DataSource service: the same routes, bodies,
+//! paging fields, limits, errors and faults.
 //!
 //! What differs, on purpose, for tests: the data is generated from a fixed
 //! seed, and the `/api/events` faults come on a fixed schedule with the
