@@ -1,0 +1,495 @@
+//! The flusher: cuts batches, logs their intents, writes them through
+//! storage, logs the confirmations, and sets aside what storage refuses
+//! for good.
+
+use super::*;
+
+impl IngestEngine {
+    /// The flusher task. It logs through its own `jobs` sender, so the
+    /// final flush of a shutdown still can after calls were cut off; the
+    /// log writer ends when this task does.
+    pub(super) async fn run_flusher(
+        self,
+        jobs: Sender<Job>,
+        mut requests: mpsc::UnboundedReceiver<oneshot::Sender<Result<FlushOutcome, IngestError>>>,
+        stop: CancellationToken,
+    ) {
+        let mut failures: u32 = 0;
+        let mut retry_at: Option<tokio::time::Instant> = None;
+        loop {
+            let wake = self.next_wake(retry_at);
+            let mut waiters = Vec::new();
+            tokio::select! {
+                () = stop.cancelled() => break,
+                request = requests.recv() => {
+                    let Some(request) = request else { break };
+                    waiters.push(request);
+                    while let Ok(request) = requests.try_recv() {
+                        waiters.push(request);
+                    }
+                }
+                () = self.shared.kick.notified() => {}
+                () = tokio::time::sleep_until(wake) => {}
+            }
+            let forced = !waiters.is_empty();
+            if !forced && retry_at.is_some_and(|at| tokio::time::Instant::now() < at) {
+                continue;
+            }
+            let mut result = self.flush_round(&jobs, forced).await;
+            // A flush on request writes the backlog too, a memory window at
+            // a time.
+            while forced && result.is_ok() && self.shared.lock().backlog_floor.is_some() {
+                let (ack, acked) = oneshot::channel();
+                if jobs.send(Job::ReadBacklog { ack }).is_err() || acked.await.is_err() {
+                    break;
+                }
+                let more = self.flush_round(&jobs, forced).await;
+                match (&mut result, more) {
+                    // Reading made no progress (a read error, logged): stop
+                    // rather than spin; the backlog is read after the next
+                    // flush.
+                    (Ok(_), Ok(outcome)) if outcome.keys.is_empty() => break,
+                    (Ok(so_far), Ok(outcome)) => {
+                        so_far.events += outcome.events;
+                        so_far.keys.extend(outcome.keys);
+                    }
+                    (_, Err(err)) => result = Err(err),
+                    (Err(_), Ok(_)) => {}
+                }
+            }
+            match &result {
+                Ok(_) => {
+                    failures = 0;
+                    retry_at = None;
+                    self.shared.lock().retry_after = self.shared.config.retry_initial;
+                }
+                Err(err) => {
+                    failures = failures.saturating_add(1);
+                    let bound = backoff_bound(&self.shared.config, failures);
+                    let delay = full_jitter(bound);
+                    retry_at = Some(tokio::time::Instant::now() + delay);
+                    self.shared.lock().retry_after = bound;
+                    tracing::warn!(error = %err, failures, retry_in_ms = delay.as_millis() as u64, "flush failed; the events stay in the write-ahead log and are retried");
+                }
+            }
+            for waiter in waiters {
+                let _ = waiter.send(match &result {
+                    Ok(outcome) => Ok(outcome.clone()),
+                    Err(err) => Err(err.duplicate()),
+                });
+            }
+        }
+        for waiter in std::iter::from_fn(|| requests.try_recv().ok()) {
+            let _ = waiter.send(Err(IngestError::EngineStopped));
+        }
+    }
+
+    /// When the flusher must look again: now when a batch is full, when the
+    /// oldest batch comes of age, never before a pending retry.
+    fn next_wake(&self, retry_at: Option<tokio::time::Instant>) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let config = &self.shared.config;
+        let state = self.shared.lock();
+        let mut wake = now + Duration::from_secs(3600);
+        if !state.pending.is_empty() {
+            wake = now;
+        }
+        for batch in state.partitions.values() {
+            if config.batch_is_full(batch.events.len(), batch.bytes) {
+                wake = now;
+            } else if let Some(first) = batch.events.first() {
+                wake = wake.min(tokio::time::Instant::from_std(
+                    first.arrival + config.max_batch_age,
+                ));
+            }
+        }
+        match retry_at {
+            Some(at) => wake.max(at),
+            None => wake,
+        }
+    }
+
+    /// One round: cut the batches that are due (all of them when `forced`),
+    /// log their intents, write every pending object, log the
+    /// confirmations, reclaim. `Err` carries the first failure; whatever
+    /// succeeded is kept.
+    async fn flush_round(
+        &self,
+        jobs: &Sender<Job>,
+        forced: bool,
+    ) -> Result<FlushOutcome, IngestError> {
+        self.cut_batches(forced);
+
+        // Intents first: nothing reaches the lake that a replay could not
+        // write again under the same key.
+        let intents: Vec<(String, Vec<u64>)> = self
+            .shared
+            .lock()
+            .pending
+            .values()
+            .filter(|object| !object.intent_logged)
+            .map(|object| {
+                (
+                    object.key.clone(),
+                    object.events.iter().map(|event| event.seq).collect(),
+                )
+            })
+            .collect();
+        let mut first_error = None;
+        let logged = log_records(
+            jobs,
+            intents.into_iter().map(|(key, seqs)| {
+                let record = Record::new(Entry::Intent(FlushIntent {
+                    key: key.clone(),
+                    seqs,
+                }));
+                (key, record)
+            }),
+        )
+        .await;
+        {
+            let mut state = self.shared.lock();
+            for (key, result) in logged {
+                match result {
+                    Ok(()) => {
+                        if let Some(object) = state.pending.get_mut(&key) {
+                            object.intent_logged = true;
+                        }
+                    }
+                    Err(err) => {
+                        first_error.get_or_insert(err);
+                    }
+                }
+            }
+        }
+
+        let writes: Vec<(String, Bytes, CallTraces, usize)> = {
+            let state = self.shared.lock();
+            state
+                .pending
+                .values()
+                .filter(|object| object.intent_logged)
+                .map(|object| {
+                    let (body, traces) = object_body(&object.events);
+                    (object.key.clone(), body, traces, object.events.len())
+                })
+                .collect()
+        };
+        let store = &self.store;
+        let written: Vec<(String, usize, Result<(), IngestError>)> = stream::iter(writes)
+            .map(|(key, body, traces, events)| async move {
+                let result = put_object(store.as_ref(), &key, body, &traces, events).await;
+                (key, events, result)
+            })
+            .buffer_unordered(self.shared.config.flush_concurrency.max(1))
+            .collect()
+            .await;
+
+        let mut confirmed = Vec::new();
+        for (key, _, result) in written {
+            match result {
+                Ok(()) => confirmed.push(key),
+                Err(err) => {
+                    if err.is_permanent() && self.dead_letter_if_hopeless(&key, &err).await {
+                        // Set aside for good: no longer this flush's failure.
+                        confirmed.push(key);
+                        continue;
+                    }
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        {
+            let mut state = self.shared.lock();
+            match &first_error {
+                Some(err @ IngestError::Storage { .. }) => {
+                    state.storage_healthy = false;
+                    state.last_flush_error = err.to_string();
+                }
+                _ if !confirmed.is_empty() => {
+                    state.storage_healthy = true;
+                    state.last_flush_error.clear();
+                }
+                _ => {}
+            }
+        }
+
+        // Confirmations: only once they are logged may the space go.
+        let logged = log_records(
+            jobs,
+            confirmed.into_iter().map(|key| {
+                let record = Record::new(Entry::Done(FlushDone { key: key.clone() }));
+                (key, record)
+            }),
+        )
+        .await;
+        let mut outcome = FlushOutcome::default();
+        {
+            let mut state = self.shared.lock();
+            for (key, result) in logged {
+                if let Err(err) = result {
+                    // The object is in the lake; it is written again (same
+                    // key, same bytes) and confirmed on a later round.
+                    first_error.get_or_insert(err);
+                    continue;
+                }
+                let Some(object) = state.pending.remove(&key) else {
+                    continue;
+                };
+                for event in &object.events {
+                    state.in_memory.remove(&event.seq);
+                    state.memory_bytes = state.memory_bytes.saturating_sub(event.cost());
+                }
+                let events = object.events.len() as u64;
+                state.counters.flushed_objects += 1;
+                state.counters.flushed_events += events;
+                metrics::counter!("vesper_ingest_objects_written_total").increment(1);
+                outcome.events += events;
+                outcome.keys.push(key);
+            }
+            state.record_gauges();
+        }
+        if !outcome.keys.is_empty() {
+            let _ = jobs.send(Job::Reclaim);
+        }
+        outcome.keys.sort();
+        match first_error {
+            None => Ok(outcome),
+            Some(err) => Err(err),
+        }
+    }
+
+    /// Moves due events from their partitions into pending objects: full
+    /// batches (by bytes or by count) always, aged ones too, every one
+    /// when `forced`.
+    fn cut_batches(&self, forced: bool) {
+        let config = &self.shared.config;
+        let now = Instant::now();
+        let mut state = self.shared.lock();
+        let mut cut = Vec::new();
+        for (partition, batch) in &mut state.partitions {
+            let aged = batch
+                .events
+                .first()
+                .is_some_and(|first| now.duration_since(first.arrival) >= config.max_batch_age);
+            let take_all = forced || aged;
+            while !batch.events.is_empty()
+                && (take_all || config.batch_is_full(batch.events.len(), batch.bytes))
+            {
+                let (count, bytes) =
+                    config.batch_prefix(batch.events.iter().map(|event| event.line.len()));
+                batch.bytes -= bytes;
+                cut.push((*partition, batch.events.drain(..count).collect::<Vec<_>>()));
+            }
+        }
+        state.partitions.retain(|_, batch| !batch.events.is_empty());
+        for (partition, mut events) in cut {
+            events.sort_by_key(|event| event.seq);
+            let (Some(first), Some(last)) = (events.first(), events.last()) else {
+                continue;
+            };
+            let key = partition.object_key(first.seq, last.seq, &self.shared.wal_id);
+            state.pending.insert(
+                key.clone(),
+                PendingObject {
+                    key,
+                    events,
+                    intent_logged: false,
+                    permanent_failures: 0,
+                },
+            );
+        }
+    }
+
+    /// Counts a permanent refusal of `key`; past the bound, moves the
+    /// object to the dead-letter directory beside the log (fsynced) and
+    /// answers `true`: it may then be confirmed, so it never blocks the log.
+    async fn dead_letter_if_hopeless(&self, key: &str, err: &IngestError) -> bool {
+        let body = {
+            let mut state = self.shared.lock();
+            let Some(object) = state.pending.get_mut(key) else {
+                return false;
+            };
+            object.permanent_failures += 1;
+            if object.permanent_failures < PERMANENT_FAILURES_BEFORE_DEAD_LETTER {
+                return false;
+            }
+            object_body(&object.events).0
+        };
+        let dir = self.shared.config.wal_dir.join(DEAD_LETTER_DIR);
+        let path = dir.join(dead_letter_name(key));
+        let fs = Arc::clone(&self.shared.config.fs);
+        let written = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&dir)?;
+                fs.write_atomic(&path, &body)
+            })
+            .await
+        };
+        match written {
+            Ok(Ok(())) => {
+                let events = self
+                    .shared
+                    .lock()
+                    .pending
+                    .get(key)
+                    .map_or(0, |object| object.events.len());
+                self.shared.lock().counters.dead_lettered_objects += 1;
+                metrics::counter!("vesper_ingest_dead_lettered_events_total")
+                    .increment(events as u64);
+                tracing::error!(
+                    key,
+                    events,
+                    path = %path.display(),
+                    error = %err,
+                    "storage refused an object for good; it is moved to the dead-letter directory (see the docs to re-drive it)"
+                );
+                true
+            }
+            Ok(Err(io)) => {
+                tracing::error!(key, path = %path.display(), error = %io, "cannot write a dead letter; the object stays in the log and is retried");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// Sends records to the committer and waits for each; results by key.
+async fn log_records(
+    jobs: &Sender<Job>,
+    records: impl Iterator<Item = (String, Record)>,
+) -> Vec<(String, Result<(), IngestError>)> {
+    let mut waiting = Vec::new();
+    for (key, record) in records {
+        let (ack, acked) = oneshot::channel();
+        match jobs.send(Job::Log { record, ack }) {
+            Ok(()) => waiting.push((key, Some(acked))),
+            Err(_) => waiting.push((key, None)),
+        }
+    }
+    let mut results = Vec::with_capacity(waiting.len());
+    for (key, acked) in waiting {
+        let result = match acked {
+            Some(acked) => acked.await.unwrap_or(Err(IngestError::EngineStopped)),
+            None => Err(IngestError::EngineStopped),
+        };
+        results.push((key, result));
+    }
+    results
+}
+
+/// The calls whose events an object holds: each call's W3C trace context,
+/// with how many of its events are in the object.
+type CallTraces = Vec<(Arc<str>, usize)>;
+
+/// The NDJSON body of an object, and the calls whose events it holds.
+fn object_body(events: &[Buffered]) -> (Bytes, CallTraces) {
+    let size = events.iter().map(|event| event.line.len() + 1).sum();
+    let mut body = Vec::with_capacity(size);
+    let mut traces = CallTraces::new();
+    for event in events {
+        body.extend_from_slice(&event.line);
+        body.push(b'\n');
+        if let Some(trace) = &event.trace_context {
+            match traces.iter_mut().find(|(known, _)| known == trace) {
+                Some((_, count)) => *count += 1,
+                None => traces.push((Arc::clone(trace), 1)),
+            }
+        }
+    }
+    (Bytes::from(body), traces)
+}
+
+/// Writes one object in its own trace: batching ends the calls' traces, and
+/// one write serves many calls. The flush span links to the span of every
+/// call whose events it holds, and the write to storage is its child. Once
+/// the object is written, each of those calls' traces gets an
+/// `ingest.flushed` span (the object's key, linked back to the flush), so a
+/// trace leads from a webhook call to the object that holds its events,
+/// and from the object back to every call.
+async fn put_object(
+    store: &dyn ObjectStore,
+    key: &str,
+    body: Bytes,
+    traces: &[(Arc<str>, usize)],
+    events: usize,
+) -> Result<(), IngestError> {
+    let span = tracing::info_span!(
+        parent: None,
+        "ingest.flush",
+        key,
+        events,
+        bytes = body.len(),
+        linked_calls = traces.len(),
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+    );
+    for (trace, _) in traces {
+        telemetry::add_link(&span, trace);
+    }
+    let started = Instant::now();
+    let result = async {
+        let key = ObjectKey::new(key).map_err(|err| IngestError::storage(&err))?;
+        store
+            .put(&key, body, PutOptions::content_type(lake::CONTENT_TYPE))
+            .await
+            .map_err(|err| IngestError::storage(&err))
+    }
+    .instrument(span.clone())
+    .await;
+    match &result {
+        Ok(_) => {
+            for (trace, events) in traces {
+                let flushed = tracing::info_span!(parent: None, "ingest.flushed", key, events);
+                telemetry::set_parent_from_traceparent(&flushed, trace);
+                telemetry::link_to(&flushed, &span);
+            }
+        }
+        Err(err) => telemetry::record_error(&span, err),
+    }
+    metrics::histogram!("vesper_ingest_flush_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    let label = if result.is_ok() { "ok" } else { "error" };
+    metrics::counter!("vesper_ingest_flushes_total", "result" => label).increment(1);
+    result.map(|_| ())
+}
+
+pub(super) fn backoff_bound(config: &IngestConfig, failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(20);
+    config
+        .retry_initial
+        .saturating_mul(1 << exponent)
+        .min(config.retry_max)
+}
+
+/// A uniformly random wait up to `bound` ("full jitter"), so that many
+/// instances retrying a recovered storage do not arrive together.
+pub(super) fn full_jitter(bound: Duration) -> Duration {
+    use rand::Rng;
+    let millis = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(rand::rng().random_range(0..=millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_jitter_stays_below_it() {
+        let config = IngestConfig {
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(1),
+            ..IngestConfig::new("unused")
+        };
+        let bounds: Vec<_> = (1..=6)
+            .map(|failures| backoff_bound(&config, failures).as_millis())
+            .collect();
+        assert_eq!(bounds, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(backoff_bound(&config, u32::MAX), Duration::from_secs(1));
+        for _ in 0..100 {
+            assert!(full_jitter(Duration::from_millis(50)) <= Duration::from_millis(50));
+        }
+    }
+}
