@@ -216,6 +216,9 @@ pub(super) fn read_backlog(shared: &Shared, wal: &Wal, backlog: &mut Option<Back
             };
             if let Some(key) = log.intended.remove(&seq) {
                 if let Some(intent) = log.open_intents.get_mut(&key) {
+                    // In memory from here on, so counted as such.
+                    state.in_memory.insert(event.seq);
+                    state.memory_bytes += event.cost();
                     intent.events.push(event);
                     if intent.events.len() == intent.expected
                         && let Some(intent) = log.open_intents.remove(&key)
@@ -251,8 +254,11 @@ pub(super) fn read_backlog(shared: &Shared, wal: &Wal, backlog: &mut Option<Back
                     expected = intent.expected,
                     "a flush intent refers to events no longer in the log; its remaining events are written under a new key"
                 );
+                let partition = partition_of_key(&key);
                 for event in intent.events {
-                    let partition = partition_of_key(&key);
+                    // Counted when read; `buffer_event` counts it again.
+                    state.in_memory.remove(&event.seq);
+                    state.memory_bytes = state.memory_bytes.saturating_sub(event.cost());
                     if let Some(partition) = partition {
                         wake_flusher |= buffer_event(&mut state, config, partition, event);
                     }
@@ -274,13 +280,10 @@ pub(super) fn read_backlog(shared: &Shared, wal: &Wal, backlog: &mut Option<Back
 }
 
 /// Takes a replayed, complete flush intent as a pending object, to be
-/// written again under its key.
+/// written again under its key (its events were counted in memory as they
+/// were read).
 fn adopt_intent(state: &mut State, key: &str, mut events: Vec<Buffered>) {
     events.sort_by_key(|event| event.seq);
-    for event in &events {
-        state.in_memory.insert(event.seq);
-        state.memory_bytes += event.cost();
-    }
     state.pending.insert(
         key.to_owned(),
         PendingObject {
