@@ -1,5 +1,6 @@
 use serde_json::json;
 
+use super::decode::REQUIRED_EVENT_FIELDS;
 use super::*;
 
 fn upstream_purchase() -> Value {

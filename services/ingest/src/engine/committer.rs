@@ -3,8 +3,8 @@
 //! them in the backlog past the memory bound), reads the backlog back, and
 //! reclaims confirmed segments.
 
-use super::*;
 use super::backlog::{Backlog, read_backlog};
+use super::*;
 
 pub(super) fn run_committer(
     shared: &Shared,
