@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use vesper::config::{ByteSize, Lake, PeerAddr, defaults};
 
-use crate::{FsStore, ObjectStore, RemoteStore, S3Store, StorageError};
+#[cfg(feature = "s3")]
+use crate::S3Store;
+use crate::{FsStore, ObjectStore, RemoteStore, StorageError};
 
 /// The default object size limit.
 pub const DEFAULT_MAX_OBJECT_SIZE: ByteSize = ByteSize::mib(64);
@@ -69,7 +71,8 @@ impl StoragePeerArgs {
     }
 }
 
-/// Opens a directory or S3 lake.
+/// Opens a directory or S3 lake. Built without the `s3` feature, an S3 lake
+/// is refused with [`StorageError::S3NotBuilt`].
 pub async fn open_lake(
     lake: &Lake,
     max_object_size: u64,
@@ -77,8 +80,16 @@ pub async fn open_lake(
 ) -> Result<Arc<dyn ObjectStore>, StorageError> {
     Ok(match lake {
         Lake::Dir(path) => Arc::new(FsStore::open(path, max_object_size).await?),
+        #[cfg(feature = "s3")]
         Lake::S3 { bucket, prefix } => {
             Arc::new(S3Store::connect(bucket, prefix, max_object_size, create_bucket).await?)
+        }
+        #[cfg(not(feature = "s3"))]
+        Lake::S3 { .. } => {
+            let _ = create_bucket;
+            return Err(StorageError::S3NotBuilt {
+                lake: lake.to_string(),
+            });
         }
     })
 }

@@ -77,6 +77,15 @@ pub enum StorageError {
         /// The bucket name.
         bucket: String,
     },
+    /// The lake is an S3 bucket but this build has no S3 backend (the
+    /// `s3` cargo feature of vesper-storage was off).
+    #[error(
+        "lake {lake}: this build has no S3 backend; build vesper-storage with its `s3` feature (the vesper binary has it)"
+    )]
+    S3NotBuilt {
+        /// The lake as given.
+        lake: String,
+    },
     /// A local file-system operation failed.
     #[error("{action} {path}: {source}")]
     Io {
@@ -141,6 +150,7 @@ impl ServiceError for StorageError {
             Self::TooLarge { .. } => ErrorCode::ResourceExhausted,
             Self::Unavailable { .. } => ErrorCode::Unavailable,
             Self::NoSuchBucket { .. } => ErrorCode::FailedPrecondition,
+            Self::S3NotBuilt { .. } => ErrorCode::Unimplemented,
             Self::Io { .. } | Self::S3 { .. } => ErrorCode::Internal,
             Self::Remote { code, .. } => *code,
         }

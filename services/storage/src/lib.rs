@@ -2,8 +2,12 @@
 //!
 //! Every backend implements [`ObjectStore`] and passes the same conformance
 //! suite (`tests/conformance.rs`): a local directory ([`FsStore`], the
-//! default), an S3 bucket ([`S3Store`]), and a remote Storage service
-//! ([`RemoteStore`], which is how the other services write to the lake).
+//! default), an S3 bucket (`S3Store`, behind the cargo feature `s3`), and a
+//! remote Storage service ([`RemoteStore`], which is how the other services
+//! write to the lake).
+//!
+//! The S3 backend is a feature so that a crate which only talks to Storage
+//! over gRPC does not compile the AWS SDK; the `vesper` binary enables it.
 
 mod config;
 mod error;
@@ -11,6 +15,7 @@ mod fs;
 mod key;
 mod proto;
 mod remote;
+#[cfg(feature = "s3")]
 mod s3;
 mod service;
 mod store;
@@ -20,6 +25,7 @@ pub use error::StorageError;
 pub use fs::FsStore;
 pub use key::{MAX_KEY_BYTES, MAX_SEGMENT_BYTES, ObjectKey, RESERVED_SEGMENT, validate_prefix};
 pub use remote::RemoteStore;
+#[cfg(feature = "s3")]
 pub use s3::S3Store;
 pub use service::{StorageService, message_limit, serve};
 pub use store::{
