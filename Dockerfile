@@ -15,10 +15,10 @@ ARG DEBIAN=bookworm
 # ---------------------------------------------------------------- build
 FROM rust:${RUST_VERSION}-${DEBIAN} AS build
 # How many compilations run at once; empty: one per CPU the builder has.
-# Each rustc of the heaviest crates (the AWS SDK) takes up to ~1 GiB in
-# release mode, so a builder with little memory (a small Docker Desktop VM)
-# wants a low number: `--build-arg VESPER_BUILD_JOBS=2`, or
-# VESPER_BUILD_JOBS in .env for `docker compose build`.
+# In release mode aws-sdk-s3 alone peaks at about 1.8 GB and every other
+# compilation stays under 1 GB, so a builder with little memory (a small
+# Docker Desktop VM) wants a low number: `--build-arg VESPER_BUILD_JOBS=2`
+# (about 3 GiB), or VESPER_BUILD_JOBS in .env for `docker compose build`.
 ARG VESPER_BUILD_JOBS=
 WORKDIR /src
 COPY . .
