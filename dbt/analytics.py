@@ -46,8 +46,8 @@ targets:
          AWS_REGION (default us-east-1) and AWS_ENDPOINT_URL (or
          AWS_ENDPOINT_URL_S3; unset means AWS itself). Path-style addressing,
          plain HTTP when the endpoint is http://. DuckDB's httpfs extension
-         comes from the PyPI package duckdb-extension-httpfs (linux x86_64);
-         nothing is downloaded at run time.
+         comes from the PyPI package duckdb-extension-httpfs (linux x86_64
+         and aarch64, macOS arm64); nothing is downloaded at run time.
 
 environment:
   VESPER_LAKE         the lake when --lake is not given (default ./lake)
@@ -298,8 +298,9 @@ def prepare_httpfs(uv, env):
         raise Failure(
             EXIT_SETUP,
             "the s3 target needs DuckDB's httpfs extension for duckdb %s on %s, which the PyPI\n"
-            "  package duckdb-extension-httpfs provides for linux x86_64 only; it is not installed\n"
-            "  here. Use the local target on a copy of the lake, or run on linux x86_64."
+            "  package duckdb-extension-httpfs provides for linux x86_64 and aarch64 and macOS arm64\n"
+            "  only; it is not installed here. Use the local target on a copy of the lake, or run on\n"
+            "  one of those platforms."
             % (info["version"], info["platform"]),
         )
     ext_dir = Path(info["prefix"]) / "duckdb_extensions"

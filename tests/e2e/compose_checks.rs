@@ -12,18 +12,29 @@ struct Verdict {
     output: String,
 }
 
-/// Runs `scripts/check-compose` on this compose text and env file.
-fn check(compose: &str, env_file: &str) -> Verdict {
+/// The files the checker reads, as text.
+struct Files<'a> {
+    compose: &'a str,
+    env_file: &'a str,
+    dockerfile: &'a str,
+}
+
+/// Runs `scripts/check-compose` on this compose text, env file and Dockerfile.
+fn check(files: &Files) -> Verdict {
     let dir = tempfile::tempdir().expect("temp dir");
     let compose_path = dir.path().join("docker-compose.yml");
     let env_path = dir.path().join(".env.example");
-    std::fs::write(&compose_path, compose).expect("write the compose file");
-    std::fs::write(&env_path, env_file).expect("write the env file");
+    let dockerfile_path = dir.path().join("Dockerfile");
+    std::fs::write(&compose_path, files.compose).expect("write the compose file");
+    std::fs::write(&env_path, files.env_file).expect("write the env file");
+    std::fs::write(&dockerfile_path, files.dockerfile).expect("write the Dockerfile");
     let output = Command::new(workspace_root().join("scripts/check-compose"))
         .arg("--compose")
         .arg(&compose_path)
         .arg("--env-file")
         .arg(&env_path)
+        .arg("--dockerfile")
+        .arg(&dockerfile_path)
         .arg("--vesper")
         .arg(vesper_bin())
         .arg("--docker-compose")
@@ -61,6 +72,7 @@ struct Mutation {
     mistake: &'static str,
     compose: fn(&str) -> String,
     env_file: fn(&str) -> String,
+    dockerfile: fn(&str) -> String,
     expected: &'static [&'static str],
 }
 
@@ -77,6 +89,7 @@ const MUTATIONS: &[Mutation] = &[
             )
         },
         env_file: KEEP,
+        dockerfile: KEEP,
         expected: &[
             "gateway: --ingest-addr=ingest:50054: ingest listens on [9464, 50053], not 50054",
         ],
@@ -91,6 +104,7 @@ const MUTATIONS: &[Mutation] = &[
             )
         },
         env_file: KEEP,
+        dockerfile: KEEP,
         expected: &[
             "gateway: --datasource-addr=data-source:50052: there is no service 'data-source'",
         ],
@@ -105,6 +119,7 @@ const MUTATIONS: &[Mutation] = &[
             )
         },
         env_file: KEEP,
+        dockerfile: KEEP,
         expected: &[
             "storage: `vesper storage",
             "is refused by the binary",
@@ -121,6 +136,7 @@ const MUTATIONS: &[Mutation] = &[
             )
         },
         env_file: KEEP,
+        dockerfile: KEEP,
         expected: &["storage: VESPER_BATCH_SIZE is set but `vesper storage` does not read it"],
     },
     Mutation {
@@ -133,6 +149,7 @@ const MUTATIONS: &[Mutation] = &[
             )
         },
         env_file: KEEP,
+        dockerfile: KEEP,
         expected: &["storage: the lake is s3://datalake but AWS_SECRET_ACCESS_KEY is not set"],
     },
     Mutation {
@@ -145,6 +162,7 @@ const MUTATIONS: &[Mutation] = &[
             )
         },
         env_file: KEEP,
+        dockerfile: KEEP,
         expected: &["storage: waits for jaeger to be healthy, but jaeger has no health check"],
     },
     Mutation {
@@ -157,6 +175,7 @@ const MUTATIONS: &[Mutation] = &[
             )
         },
         env_file: KEEP,
+        dockerfile: KEEP,
         expected: &["storage: waits for minio-setup to complete, but it restarts (unless-stopped)"],
     },
     Mutation {
@@ -169,12 +188,14 @@ const MUTATIONS: &[Mutation] = &[
             )
         },
         env_file: KEEP,
+        dockerfile: KEEP,
         expected: &["batch: has no health check"],
     },
     Mutation {
         mistake: "a health check probing another port",
         compose: |c| replace_once(c, "--grpc=127.0.0.1:50052", "--grpc=127.0.0.1:50051"),
         env_file: KEEP,
+        dockerfile: KEEP,
         expected: &[
             "datasource: health check probes 127.0.0.1:50051, but datasource listens on [9464, 50052]",
         ],
@@ -189,6 +210,7 @@ const MUTATIONS: &[Mutation] = &[
             )
         },
         env_file: KEEP,
+        dockerfile: KEEP,
         expected: &["ingest: --grpc-addr=127.0.0.1:50053 listens on 127.0.0.1 only"],
     },
     Mutation {
@@ -201,18 +223,21 @@ const MUTATIONS: &[Mutation] = &[
             )
         },
         env_file: KEEP,
+        dockerfile: KEEP,
         expected: &["ingest: --wal-dir=/var/lib/vesper/wal is not on a volume"],
     },
     Mutation {
         mistake: "two services publishing the same host port",
         compose: |c| replace_once(c, ":16686:16686\"", ":8080:16686\""),
         env_file: KEEP,
+        dockerfile: KEEP,
         expected: &["publishes 127.0.0.1:8080/tcp, which gateway publishes too"],
     },
     Mutation {
         mistake: "a vesper service without an OTLP endpoint",
         compose: |c| replace_once(c, "\n  OTEL_EXPORTER_OTLP_ENDPOINT: http://jaeger:4317", ""),
         env_file: KEEP,
+        dockerfile: KEEP,
         expected: &["gateway: OTEL_EXPORTER_OTLP_ENDPOINT is not set"],
     },
     Mutation {
@@ -225,12 +250,14 @@ const MUTATIONS: &[Mutation] = &[
             )
         },
         env_file: KEEP,
+        dockerfile: KEEP,
         expected: &["OTEL_SERVICE_NAME=vesper-storage is"],
     },
     Mutation {
         mistake: "a ${VAR} that neither .env.example nor a default sets",
         compose: |c| replace_once(c, "RUST_LOG: ${RUST_LOG:-info}", "RUST_LOG: ${LOG_LEVEL}"),
         env_file: KEEP,
+        dockerfile: KEEP,
         expected: &["${LOG_LEVEL} has no default and .env.example does not set it"],
     },
     Mutation {
@@ -243,18 +270,21 @@ const MUTATIONS: &[Mutation] = &[
             )
         },
         env_file: KEEP,
+        dockerfile: KEEP,
         expected: &["the default of ${RUST_LOG} ('debug') differs from .env.example ('info')"],
     },
     Mutation {
         mistake: "a setting in .env.example that the file does not use",
         compose: KEEP,
         env_file: |e| format!("{e}VESPER_UNUSED=1\n"),
+        dockerfile: KEEP,
         expected: &[".env.example: sets VESPER_UNUSED, which the compose file does not use"],
     },
     Mutation {
         mistake: "a key compose does not know",
         compose: |c| replace_once(c, "stop_grace_period: 30s", "stop_grace_periods: 30s"),
         env_file: KEEP,
+        dockerfile: KEEP,
         expected: &[
             "docker compose config rejects the file",
             "stop_grace_periods",
@@ -264,21 +294,174 @@ const MUTATIONS: &[Mutation] = &[
         mistake: "a dbt setting the dbt project does not read",
         compose: |c| replace_once(c, "VESPER_DBT_TARGET: s3", "VESPER_DBT_TARGT: s3"),
         env_file: KEEP,
+        dockerfile: KEEP,
         expected: &["dbt_pipeline: VESPER_DBT_TARGT is set but the dbt project does not read it"],
     },
     Mutation {
         mistake: "dbt results outside the directory mounted from the host",
-        compose: |c| replace_once(c, "- ./results:/app/results", "- ./results:/app/output"),
+        compose: |c| replace_once(c, "target: /app/results", "target: /app/output"),
         env_file: KEEP,
+        dockerfile: KEEP,
         expected: &[
             "dbt_pipeline: the results file /app/results/dbt.duckdb is not in a directory mounted from the host",
         ],
     },
+    Mutation {
+        mistake: "a service forced to a platform without a reason",
+        compose: |c| {
+            replace_once(
+                c,
+                "      target: dbt\n",
+                "      target: dbt\n    platform: linux/amd64\n",
+            )
+        },
+        env_file: KEEP,
+        dockerfile: KEEP,
+        expected: &["dbt_pipeline: is forced to platform linux/amd64"],
+    },
+    Mutation {
+        mistake: "a Dockerfile stage forced to a platform",
+        compose: KEEP,
+        env_file: KEEP,
+        dockerfile: |d| {
+            replace_once(
+                d,
+                "FROM python:3.11-slim-${DEBIAN} AS dbt",
+                "FROM --platform=linux/amd64 python:3.11-slim-${DEBIAN} AS dbt",
+            )
+        },
+        expected: &["Dockerfile: stage dbt is forced to platform linux/amd64"],
+    },
+    Mutation {
+        mistake: "the runtime user's group made by useradd --user-group",
+        compose: KEEP,
+        env_file: KEEP,
+        dockerfile: |d| {
+            replace_once(
+                d,
+                " && groupadd --system --gid 10001 vesper \\\n && useradd --system --uid 10001 --gid 10001 ",
+                " && useradd --system --uid 10001 --user-group ",
+            )
+        },
+        expected: &[
+            "Dockerfile stage runtime: USER 10001:10001, but no group is created with gid 10001",
+            "no user is created with uid 10001 in group 10001",
+        ],
+    },
+    Mutation {
+        mistake: "an image without a USER",
+        compose: KEEP,
+        env_file: KEEP,
+        dockerfile: |d| replace_once(d, "USER 10001:10001\n# Kept running", "# Kept running"),
+        expected: &["Dockerfile stage dbt: has no USER"],
+    },
+    Mutation {
+        mistake: "the analytics container writing the host's ./results as its image user",
+        compose: |c| {
+            replace_once(
+                c,
+                "    user: \"${VESPER_UID:-1000}:${VESPER_GID:-1000}\"\n",
+                "",
+            )
+        },
+        env_file: KEEP,
+        dockerfile: KEEP,
+        expected: &[
+            "dbt_pipeline: writes into the host directory",
+            "not as the host user",
+        ],
+    },
+    Mutation {
+        mistake: "the analytics container running as root",
+        compose: |c| {
+            replace_once(
+                c,
+                "user: \"${VESPER_UID:-1000}:${VESPER_GID:-1000}\"",
+                "user: \"0:0\"",
+            )
+        },
+        env_file: KEEP,
+        dockerfile: KEEP,
+        expected: &["dbt_pipeline: runs as root (user 0:0)"],
+    },
+    Mutation {
+        mistake: "the daemon left to create ./results as root",
+        compose: |c| replace_once(c, "create_host_path: false", "create_host_path: true"),
+        env_file: KEEP,
+        dockerfile: KEEP,
+        expected: &[
+            "dbt_pipeline: the daemon creates the host directory",
+            "owned by root",
+        ],
+    },
+    Mutation {
+        mistake: "dbt's target directory inside the image, where the host user cannot write",
+        compose: KEEP,
+        env_file: KEEP,
+        dockerfile: |d| {
+            replace_once(
+                d,
+                "DBT_TARGET_PATH=/tmp/dbt/target",
+                "DBT_TARGET_PATH=/app/dbt/target",
+            )
+        },
+        expected: &[
+            "dbt_pipeline: runs as 1000:1000, but DBT_TARGET_PATH=/app/dbt/target is not under /tmp",
+        ],
+    },
+    Mutation {
+        mistake: "a one-shot job without an init",
+        compose: |c| replace_once(c, "  init: true\n\n# What every", "\n# What every"),
+        env_file: KEEP,
+        dockerfile: KEEP,
+        expected: &["minio-setup: runs its command as PID 1 without an init"],
+    },
+    Mutation {
+        mistake: "S3 credentials handed to a service that does not use S3",
+        compose: |c| {
+            replace_once(
+                c,
+                "      OTEL_SERVICE_NAME: vesper-gateway\n",
+                "      OTEL_SERVICE_NAME: vesper-gateway\n      AWS_ACCESS_KEY_ID: ${MINIO_ROOT_USER:?copy .env.example to .env}\n",
+            )
+        },
+        env_file: KEEP,
+        dockerfile: KEEP,
+        expected: &[
+            "gateway: is given AWS_ACCESS_KEY_ID (the value of MINIO_ROOT_USER) but does not use S3",
+        ],
+    },
+    Mutation {
+        mistake: "a secret of .env.example under another name",
+        compose: |c| {
+            replace_once(
+                c,
+                "      OTEL_SERVICE_NAME: vesper-batch\n",
+                "      OTEL_SERVICE_NAME: vesper-batch\n      S3_PASSWORD: ${MINIO_ROOT_PASSWORD:?copy .env.example to .env}\n",
+            )
+        },
+        env_file: KEEP,
+        dockerfile: KEEP,
+        expected: &["batch: is given S3_PASSWORD (the value of MINIO_ROOT_PASSWORD)"],
+    },
 ];
+
+fn real_files() -> (String, String, String) {
+    (
+        real_file("docker-compose.yml"),
+        real_file(".env.example"),
+        real_file("Dockerfile"),
+    )
+}
 
 #[test]
 fn the_compose_file_passes_every_check() {
-    let verdict = check(&real_file("docker-compose.yml"), &real_file(".env.example"));
+    let (compose, env_file, dockerfile) = real_files();
+    let verdict = check(&Files {
+        compose: &compose,
+        env_file: &env_file,
+        dockerfile: &dockerfile,
+    });
     assert_eq!(verdict.code, Some(0), "{}", verdict.output);
     assert!(
         verdict
@@ -291,18 +474,24 @@ fn the_compose_file_passes_every_check() {
 
 #[test]
 fn every_mistake_fails_the_check_and_is_named() {
-    let compose = real_file("docker-compose.yml");
-    let env_file = real_file(".env.example");
+    let (compose, env_file, dockerfile) = real_files();
     // Each run is a few processes; two at a time keep the run short.
     let verdicts: Vec<(&Mutation, Verdict)> = std::thread::scope(|scope| {
         MUTATIONS
             .chunks(MUTATIONS.len().div_ceil(2))
             .map(|chunk| {
-                let (compose, env_file) = (&compose, &env_file);
+                let (compose, env_file, dockerfile) = (&compose, &env_file, &dockerfile);
                 scope.spawn(move || {
                     chunk
                         .iter()
-                        .map(|m| (m, check(&(m.compose)(compose), &(m.env_file)(env_file))))
+                        .map(|m| {
+                            let verdict = check(&Files {
+                                compose: &(m.compose)(compose),
+                                env_file: &(m.env_file)(env_file),
+                                dockerfile: &(m.dockerfile)(dockerfile),
+                            });
+                            (m, verdict)
+                        })
                         .collect::<Vec<_>>()
                 })
             })
@@ -325,6 +514,24 @@ fn every_mistake_fails_the_check_and_is_named() {
         }
     }
     assert!(missed.is_empty(), "{}", missed.join("\n\n"));
+}
+
+/// A platform is allowed where the service says why: the check asks for a
+/// reason, not for the absence of every platform.
+#[test]
+fn a_platform_with_its_reason_passes() {
+    let (compose, env_file, dockerfile) = real_files();
+    let compose = replace_once(
+        &compose,
+        "      target: dbt\n",
+        "      target: dbt\n    platform: linux/amd64\n    labels:\n      vesper.platform-reason: an amd64-only wheel\n",
+    );
+    let verdict = check(&Files {
+        compose: &compose,
+        env_file: &env_file,
+        dockerfile: &dockerfile,
+    });
+    assert_eq!(verdict.code, Some(0), "{}", verdict.output);
 }
 
 #[test]
@@ -391,6 +598,12 @@ fn the_readme_describes_the_compose_file() {
     {
         if !section.contains(&format!("`{variable}`")) {
             missing.push(format!("the setting `{variable}`"));
+        }
+    }
+    // What each host needs and what its first build does.
+    for host in ["Linux amd64", "Linux arm64", "macOS on Apple silicon"] {
+        if !section.contains(&format!("| {host} |")) {
+            missing.push(format!("the host {host} in the hosts table"));
         }
     }
     assert!(
