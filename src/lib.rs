@@ -2,6 +2,21 @@
 //! one error-code table, telemetry, the shutdown signal, the address, lake
 //! and duration conventions, and the gRPC server scaffolding (health,
 //! reflection, message limits, the ready line).
+//!
+//! - [`v1`]: the generated contracts; [`FILE_DESCRIPTOR_SET`] for
+//!   reflection.
+//! - [`error`]: [`ErrorCode`], the one table from an error's kind to its
+//!   gRPC code and its HTTP status, and [`ServiceError`], which every
+//!   crate's error enum implements.
+//! - [`wire`]: the public JSON shapes (encode, decode, validate) and the
+//!   bounds on what an event may hold.
+//! - [`grpc`]: the server scaffolding with its limits (docs/limits.md),
+//!   and traced clients.
+//! - [`config`], [`telemetry`], [`metrics`], [`shutdown`], [`signature`]:
+//!   conventions every binary shares.
+//!
+//! The architecture and the guarantees of the whole platform are in
+//! docs/architecture.md.
 
 pub mod config;
 pub mod error;

@@ -8,8 +8,8 @@
 //! service (`storage`, `ingest`, `batch`, `datasource`) or a layer every
 //! service shares (`grpc`, recorded by [`crate::grpc`] for every server;
 //! `http`, recorded by the gateway); counters end in `_total`, durations
-//! are histograms in `_seconds`, sizes are in `_bytes`. The README lists
-//! every series.
+//! are histograms in `_seconds`, sizes are in `_bytes`.
+//! docs/observability.md lists every series.
 
 use std::{
     future::Future,

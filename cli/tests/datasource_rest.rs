@@ -1,4 +1,4 @@
-//! `vesper datasource` and `vesper gateway` as the README runs them: the
+//! `vesper datasource` and `vesper gateway` as docs/rest-api.md runs them: the
 //! old REST API over HTTP (`curl 'localhost:8080/api/users?offset=9990'`)
 //! and the gRPC contract with the real grpcurl.
 
@@ -82,7 +82,7 @@ async fn the_old_rest_api_and_grpc_answer_from_the_real_binaries() {
         services.lines().any(|line| line == "vesper.v1.DataSource"),
         "{services}"
     );
-    // The README's call: no request body at all.
+    // The docs' call: no request body at all.
     let stdout = grpcurl
         .raw(None, &["vesper.v1.DataSource/ListUsers"])
         .expect("ListUsers");

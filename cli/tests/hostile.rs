@@ -2,7 +2,7 @@
 //! attack gets its documented status, the process stays up with its peak
 //! memory under a bound, and every event acknowledged before the attacks is
 //! in the lake exactly once after a SIGKILL and a restart. The limits are
-//! listed in the README's guarantees.
+//! listed in docs/ingest.md and docs/limits.md.
 
 use std::{collections::HashMap, path::Path};
 

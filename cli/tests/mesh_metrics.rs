@@ -2,7 +2,7 @@
 //! gateway, ingest, storage, DataSource and a batch run against a scripted
 //! upstream, then each `/metrics` is scraped and every counter must have
 //! moved by exactly what the traffic makes it move. Every series also
-//! follows the naming rules and is documented in the README.
+//! follows the naming rules and is documented in docs/observability.md.
 
 use std::{path::Path, time::Duration};
 
@@ -73,7 +73,7 @@ fn purchase() -> Value {
 }
 
 /// Every series is `vesper_<component>_<thing>[_<unit>]`, counters end in
-/// `_total`, histograms are durations in `_seconds`, and the README
+/// `_total`, histograms are durations in `_seconds`, and docs/observability.md
 /// documents each.
 fn assert_conventions(scrape: &Scrape, readme: &str) {
     const COMPONENTS: [&str; 6] = ["grpc", "http", "storage", "ingest", "batch", "datasource"];
@@ -103,14 +103,15 @@ fn assert_conventions(scrape: &Scrape, readme: &str) {
         }
         assert!(
             readme.contains(&format!("`{name}`")),
-            "{name} is not documented in the README"
+            "{name} is not documented in docs/observability.md"
         );
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_the_traffic_exactly() {
-    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README");
+    let readme = std::fs::read_to_string(workspace_root().join("docs/observability.md"))
+        .expect("docs/observability.md");
     let lake = tempfile::tempdir().expect("lake dir");
     let wal = tempfile::tempdir().expect("wal dir");
     let storage = start(&[

@@ -284,7 +284,7 @@ pub struct GatewayLimits {
     )]
     pub max_in_flight_requests: usize,
 
-    /// Browser origins (scheme://host[:port], comma-separated) allowed to
+    /// Browser origins (`scheme://host[:port]`, comma-separated) allowed to
     /// make state-changing requests (POST) besides the gateway's own;
     /// requests a browser marks cross-site from any other origin get 403.
     /// Clients that send no Origin (curl, services) are not affected.

@@ -3,6 +3,11 @@
 //! services behind it. The gateway holds no data of its own; it starts
 //! while its peers are down, answers 503 on the routes that need them, and
 //! recovers by itself when they come back.
+//!
+//! Every route is bounded (docs/limits.md): header and body timeouts, a
+//! connection cap, an in-flight cap answered with 503 and `Retry-After`,
+//! and cross-site browser requests refused. The webhook's contract and
+//! statuses are in docs/ingest.md, the REST API in docs/rest-api.md.
 
 mod config;
 mod error;

@@ -3,7 +3,7 @@
 //! `/api/events/source/{source}`, `POST /start-generator`,
 //! `/stop-generator`. Bodies, field order, status codes and error messages
 //! are the old server's; the inputs it mishandled get a 400 instead
-//! (README, "Deliberate deviations").
+//! (docs/compatibility.md, "Where vesper deliberately differs").
 //!
 //! Query values are parsed here, not by axum's `Query`, so that every bad
 //! value gets the old vocabulary (`{"error":"Invalid offset"}`) rather than

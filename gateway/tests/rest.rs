@@ -252,7 +252,7 @@ async fn every_response_has_the_old_shape() {
     let gateway = Gateway::start(datasource.peer()).await;
     let data = DataSet::generate(SEED);
 
-    // The README's example: the last page.
+    // The example of docs/rest-api.md: the last page.
     let (status, page) = gateway.get("/api/users?offset=9990").await;
     assert_eq!(status, 200);
     assert_eq!(

@@ -550,15 +550,8 @@ fn a_missing_compose_binary_is_an_error_not_a_pass() {
 }
 
 #[test]
-fn the_readme_describes_the_compose_file() {
-    let readme = real_file("README.md");
-    let start = readme
-        .find("\n## Docker Compose\n")
-        .expect("the README has a Docker Compose section");
-    let section = &readme[start + 1..];
-    let section = &section[..section[1..]
-        .find("\n## ")
-        .map_or(section.len(), |end| end + 1)];
+fn the_compose_docs_describe_the_compose_file() {
+    let section = real_file("docs/compose.md");
     let model = compose_config();
     let services = model["services"].as_object().expect("services");
     let mut missing = Vec::new();
@@ -566,7 +559,7 @@ fn the_readme_describes_the_compose_file() {
         if !section.contains(&format!("`{name}`")) {
             missing.push(format!("the service `{name}`"));
         }
-        // The command as the README's table shows it: metrics flags are
+        // The command as the docs' table shows it: metrics flags are
         // described once, in prose, for every service.
         let words: Vec<&str> = service["command"]
             .as_array()
@@ -608,6 +601,6 @@ fn the_readme_describes_the_compose_file() {
     }
     assert!(
         missing.is_empty(),
-        "the README's Docker Compose section does not show: {missing:#?}"
+        "docs/compose.md does not show: {missing:#?}"
     );
 }

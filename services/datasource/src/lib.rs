@@ -8,6 +8,10 @@
 //!
 //! It also renders the analytics' sample CSVs ([`write_sample_data`]).
 //!
+//! The REST face, the data and the deliberate faults are described in
+//! docs/rest-api.md; what is kept from the old server and where vesper
+//! differs, in docs/compatibility.md.
+//!
 //! [`serve`] runs it alone. To serve it beside other services on one port,
 //! build a [`DataSourceService`] with the process's shutdown, add
 //! `service.clone().into_server()` to `vesper::grpc::GrpcServices`, start

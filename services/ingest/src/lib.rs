@@ -7,8 +7,23 @@
 //! - [`IngestService`]: the `vesper.v1.EventIngest` gRPC service over it.
 //! - [`serve`] / [`serve_engine`]: `vesper ingest` alone.
 //!
-//! The guarantees (what an OK means, what survives what) are in the
-//! [`engine`](crate::IngestEngine) docs and the README.
+//! - [`IngestConfig`] / [`IngestEngineArgs`]: every bound (event size,
+//!   batch bytes, memory window, log size, request events), checked
+//!   against each other at start.
+//! - [`lake`]: where and how events land in the lake (partitions, keys,
+//!   the NDJSON line).
+//!
+//! # Guarantees
+//!
+//! An OK from Ingest (a 200 from the webhook) means every accepted event
+//! is fsynced in the write-ahead log, and it reaches the lake exactly once
+//! across crashes, restarts and storage outages; whatever the log holds,
+//! memory stays bounded; damage in the log costs only the damaged records,
+//! which are kept aside. The engine's module documentation says how (group
+//! commit, flush intents logged before writes, deterministic keys, the
+//! backlog), and docs/ingest.md lists every guarantee, every limit and
+//! what a client gets past it. The log's format is described in the `wal`
+//! module and in docs/ingest.md.
 
 mod config;
 mod dedup;

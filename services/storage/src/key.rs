@@ -1,5 +1,5 @@
-//! Lake keys: the rules of docs/architecture.md ("The lake") and the README, checked once, so that a key can never
-//! name anything outside the lake root on any backend.
+//! Lake keys: the rules of docs/storage.md ("Key rules"), checked once, so
+//! that a key can never name anything outside the lake root on any backend.
 
 use std::{borrow::Cow, fmt};
 

@@ -8,6 +8,15 @@
 //!
 //! The S3 backend is a feature so that a crate which only talks to Storage
 //! over gRPC does not compile the AWS SDK; the `vesper` binary enables it.
+//!
+//! # Guarantees
+//!
+//! A put is atomic on every backend (a reader sees the old object or the
+//! new one, never a part); a confirmed put is durable (fsync of the file
+//! and its directory on the directory backend). Keys follow one set of
+//! rules on every backend, so no key names anything outside the lake.
+//! Listings are in key order and never show temporary files or metadata.
+//! docs/storage.md has the key rules, the directory layout and the limits.
 
 mod config;
 mod error;

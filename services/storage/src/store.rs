@@ -71,7 +71,7 @@ pub struct ListPage {
 }
 
 /// An object store holding the lake. Implementations are the local
-/// directory ([`crate::FsStore`]), S3 ([`crate::S3Store`]) and a remote
+/// directory ([`crate::FsStore`]), S3 (`S3Store`, behind the `s3` feature) and a remote
 /// Storage service ([`crate::RemoteStore`]); every one passes the same
 /// conformance suite.
 #[async_trait]
