@@ -634,6 +634,32 @@ mod tests {
 
     use super::*;
 
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_limiter_spaces_requests_evenly_even_when_they_come_at_once() {
+        let limiter = Arc::new(RateLimiter::per_second(4.0));
+        let start = tokio::time::Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..5 {
+            let limiter = Arc::clone(&limiter);
+            tasks.push(tokio::spawn(async move {
+                limiter.acquire().await;
+                start.elapsed()
+            }));
+        }
+        let mut times = Vec::new();
+        for task in tasks {
+            times.push(task.await.expect("a task").as_millis());
+        }
+        times.sort_unstable();
+        assert_eq!(times, [0, 250, 500, 750, 1000]);
+        // Idle time is not saved up for a burst.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let later = tokio::time::Instant::now();
+        limiter.acquire().await;
+        limiter.acquire().await;
+        assert_eq!(later.elapsed().as_millis(), 250);
+    }
+
     #[test]
     fn transient_statuses() {
         for code in [408, 429, 500, 502, 503, 504] {

@@ -358,3 +358,34 @@ async fn a_wrong_pagination_setting_is_caught_at_load_time() {
         "pipelines.toml: pipelines.users.pagination.limit: must be 1 or more, got 0"
     );
 }
+
+#[tokio::test]
+async fn a_rate_limit_spaces_the_requests_of_a_run() {
+    let api = PagedApi::start(25).await;
+    let lake = Lake::start().await;
+    let started = std::time::Instant::now();
+    let report = run_one(
+        &lake,
+        &format!(
+            r#"
+            base_url = "{}"
+            [defaults]
+            rate_limit = 20
+            [pipelines.items]
+            path = "cursor"
+            records = "data"
+            rate_limit = 10
+            pagination = {{ type = "cursor", cursor = "next_cursor" }}
+            "#,
+            api.base_url()
+        ),
+    )
+    .await;
+    assert!(report.succeeded(), "{:?}", report.error);
+    let hits = api.hits();
+    assert_eq!(hits.len(), 3);
+    // 10 a second (the pipeline's rate wins over the defaults'): the
+    // third request goes 200 ms after the first at the earliest.
+    let third = hits[2].at.duration_since(started);
+    assert!(third >= std::time::Duration::from_millis(200), "{third:?}");
+}
