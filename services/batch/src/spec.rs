@@ -585,6 +585,9 @@ impl Default for PaginationToml {
     }
 }
 
+/// Query parameters in order, values as sent.
+type Query = Vec<(String, String)>;
+
 /// A humantime duration in the file ("3s", "250ms").
 #[derive(Debug, Clone, Copy)]
 struct TomlDuration(Duration);
@@ -856,7 +859,7 @@ impl Resolver<'_> {
         declared: &BTreeMap<String, toml::Value>,
         pagination: &Pagination,
         field: &str,
-    ) -> Result<(Vec<(String, String)>, Vec<String>), BatchError> {
+    ) -> Result<(Query, Vec<String>), BatchError> {
         let paging_params = pagination.query_params();
         let mut secret_params = Vec::new();
         let query = declared

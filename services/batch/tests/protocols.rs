@@ -27,10 +27,12 @@ use vesper_batch::RunReport;
 const RECORDS: u64 = 1234;
 const TOKEN: &str = "ghp_replica-token-0123456789";
 
+/// The path and query of a request, and its Authorization header.
+type Hit = (String, Option<String>);
+
 #[derive(Clone, Default)]
 struct Replica {
-    /// Path and query of every request, and its Authorization header.
-    hits: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    hits: Arc<Mutex<Vec<Hit>>>,
 }
 
 type Params = Query<HashMap<String, String>>;
