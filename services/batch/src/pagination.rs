@@ -480,7 +480,7 @@ impl<'a> Pager<'a> {
                 }
                 Pagination::HeaderCursor(paging) => {
                     let cursor = header_token(page.headers, &paging.cursor_header)?;
-                    let field = format!("the {} header", paging.cursor_header);
+                    let field = format!("{} header", paging.cursor_header);
                     self.after_cursor(&field, &paging.cursor_param, cursor)?
                 }
                 Pagination::LastRecord(paging) => {
@@ -494,7 +494,7 @@ impl<'a> Pager<'a> {
                 }
                 Pagination::LinkHeader(paging) => {
                     let link = link_header(page.headers, &paging.rel);
-                    let field = format!("the Link header's rel=\"{}\"", paging.rel);
+                    let field = format!("Link rel=\"{}\"", paging.rel);
                     self.after_link(&field, page.url, link)?
                 }
                 Pagination::Repeat(_) => Step::Next(page.url.clone()),
@@ -1016,6 +1016,37 @@ mod tests {
                 "offset=800&limit=200"
             ]
         );
+    }
+
+    #[test]
+    fn link_headers_are_read_as_rfc_8288_says() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            reqwest::header::LINK,
+            "<https://api.test/items?page=1&q=a,b>; rel=\"prev first\", <https://api.test/items?page=3&q=a,b>; title=\"x; y\"; rel=\"NEXT\""
+                .parse()
+                .expect("a header"),
+        );
+        headers.append(
+            reqwest::header::LINK,
+            "<https://api.test/items?page=9>; rel=last"
+                .parse()
+                .expect("a header"),
+        );
+        assert_eq!(
+            link_header(&headers, "next").as_deref(),
+            Some("https://api.test/items?page=3&q=a,b")
+        );
+        assert_eq!(
+            link_header(&headers, "first").as_deref(),
+            Some("https://api.test/items?page=1&q=a,b")
+        );
+        assert_eq!(
+            link_header(&headers, "last").as_deref(),
+            Some("https://api.test/items?page=9")
+        );
+        assert_eq!(link_header(&headers, "self"), None);
+        assert_eq!(link_header(&HeaderMap::new(), "next"), None);
     }
 
     #[test]
