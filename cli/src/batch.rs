@@ -15,7 +15,8 @@ use vesper::{
     metrics::MetricsArgs,
 };
 use vesper_batch::{
-    BarProgress, BatchArgs, LogProgress, PipelineArgs, RunObserver, RunReport, human_bytes,
+    BarProgress, BatchArgs, BatchError, LogProgress, PipelineArgs, RunObserver, RunReport,
+    human_bytes,
 };
 
 /// Run batch pipelines: pull paged REST APIs into lake snapshots.
@@ -92,8 +93,26 @@ impl RunCommand {
         } else {
             Arc::new(LogProgress::default())
         };
-        let engine = self.args.engine()?.with_observer(observer);
-        let reports = engine.run(&self.names, &shutdown).await?;
+        let engine = self
+            .args
+            .engine()
+            .await
+            .with_context(|| format!("cannot open {}", self.args.destination()))?
+            .with_observer(observer);
+        let reports = match engine.run(&self.names, &shutdown).await {
+            Ok(reports) => reports,
+            Err(err @ BatchError::LakeUnavailable { .. }) => {
+                let hint = match &self.args.lake {
+                    Some(_) => "check --lake (VESPER_BATCH_LAKE)".to_owned(),
+                    None => format!(
+                        "start `vesper storage` there, point --storage-addr (VESPER_STORAGE_ADDR) at a running one, or write to a lake directly with --lake DIR|s3://BUCKET (now {})",
+                        self.args.storage.storage_addr
+                    ),
+                };
+                bail!("{err}; {hint}");
+            }
+            Err(err) => return Err(err.into()),
+        };
         print_reports(&reports)?;
         let failed = reports.iter().filter(|report| !report.succeeded()).count();
         if failed > 0 {
@@ -127,13 +146,18 @@ impl ServeCommand {
     async fn run(self) -> anyhow::Result<()> {
         let shutdown = Shutdown::on_signals();
         self.grpc_limits.install();
-        let engine = Arc::new(self.args.engine()?);
+        let engine = Arc::new(
+            self.args
+                .engine()
+                .await
+                .with_context(|| format!("cannot open {}", self.args.destination()))?,
+        );
         let listener = bind(self.grpc_addr).await?;
         self.metrics.spawn(shutdown.signalled()).await?;
         tracing::info!(
             pipelines = %engine.pipelines().names().join(","),
             from = %engine.pipelines().origin(),
-            storage = %self.args.storage.storage_addr,
+            to = %self.args.destination(),
             concurrency = self.args.engine.concurrency,
             "batch ready"
         );

@@ -2,13 +2,13 @@
 
 use std::{num::NonZeroUsize, path::PathBuf, sync::Arc};
 
-use vesper::config::ByteSize;
-use vesper_storage::{DEFAULT_MAX_OBJECT_SIZE, ObjectStore, StoragePeerArgs};
+use vesper::config::{ByteSize, Lake};
+use vesper_storage::{DEFAULT_MAX_OBJECT_SIZE, ObjectStore, StoragePeerArgs, open_lake};
 
 use crate::{
     BatchEngine, BatchError, DEFAULT_CONCURRENCY, DEFAULT_MAX_REDIRECTS, DEFAULT_MAX_RESPONSE_SIZE,
-    DEFAULT_MAX_RUN_PAGES, MAX_CONCURRENCY, MAX_REDIRECTS_CEILING, MAX_RUN_PAGES_CEILING,
-    Pipelines, RunLimits,
+    DEFAULT_MAX_RUN_PAGES, MAX_CONCURRENCY, MAX_RATE_LIMIT, MAX_REDIRECTS_CEILING,
+    MAX_RUN_PAGES_CEILING, Pipelines, RunLimits,
 };
 
 /// Which pipelines there are, and where they pull from.
@@ -54,9 +54,10 @@ pub struct EngineArgs {
     #[command(flatten)]
     pub pipelines: PipelineArgs,
 
-    /// Pages fetched at once when a run knows its total after the first
-    /// page (offset paging with a total field); 1 fetches one page after
-    /// the other, at most 64. Pages are written in order either way.
+    /// Pages fetched at once when a run knows how many pages remain after
+    /// the first (offset paging with a total field, page-number paging with
+    /// a total_pages field); 1 fetches one page after the other, at most
+    /// 64. Pages are written in order either way.
     #[arg(
         long,
         env = "VESPER_CONCURRENCY",
@@ -99,6 +100,29 @@ pub struct EngineArgs {
         value_name = "N"
     )]
     pub max_run_pages: u64,
+
+    /// Requests per second each pipeline run sends at most, retries
+    /// included, concurrent fetches shared (e.g. 10, 0.5); none by default.
+    /// A pipeline file's rate_limit wins over it.
+    #[arg(
+        long,
+        env = "VESPER_BATCH_RATE_LIMIT",
+        value_parser = parse_rate_limit,
+        value_name = "PER_SECOND"
+    )]
+    pub rate_limit: Option<f64>,
+}
+
+/// More than 0, at most [`MAX_RATE_LIMIT`].
+fn parse_rate_limit(text: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|rate| rate.is_finite() && *rate > 0.0 && *rate <= MAX_RATE_LIMIT)
+        .ok_or_else(|| {
+            format!(
+                "must be a number of requests per second, more than 0 and at most {MAX_RATE_LIMIT}"
+            )
+        })
 }
 
 /// 1 to [`MAX_CONCURRENCY`]: each page in flight may hold a response of
@@ -136,7 +160,8 @@ impl EngineArgs {
             })?;
         BatchEngine::new(self.pipelines.load()?, store)?
             .with_concurrency(self.concurrency)
-            .with_limits(self.limits())
+            .with_limits(self.limits())?
+            .with_rate_limit(self.rate_limit)
     }
 }
 
@@ -148,13 +173,46 @@ pub struct BatchArgs {
 
     #[command(flatten)]
     pub storage: StoragePeerArgs,
+
+    /// Write snapshots straight to this lake, a directory (created if
+    /// missing) or s3://BUCKET[/PREFIX], instead of through the Storage
+    /// service (--storage-addr). S3 settings come from the standard AWS
+    /// variables, as for `vesper storage`.
+    #[arg(
+        long,
+        env = "VESPER_BATCH_LAKE",
+        value_name = "DIR|s3://BUCKET[/PREFIX]",
+        conflicts_with = "storage_addr"
+    )]
+    pub lake: Option<Lake>,
 }
 
 impl BatchArgs {
-    /// An engine over the declared pipelines, writing through the Storage
-    /// service (connected lazily: the engine starts while Storage is down).
-    pub fn engine(&self) -> Result<BatchEngine, BatchError> {
-        let store = self.storage.connect_lazy(DEFAULT_MAX_OBJECT_SIZE.bytes());
-        self.engine.engine(Arc::new(store))
+    /// Where snapshots go, for messages: the lake, or the Storage service.
+    pub fn destination(&self) -> String {
+        match &self.lake {
+            Some(lake) => format!("the lake {lake} (--lake)"),
+            None => format!(
+                "the Storage service at {} (--storage-addr)",
+                self.storage.storage_addr
+            ),
+        }
+    }
+
+    /// An engine over the declared pipelines, writing to `--lake` when it
+    /// is given, else through the Storage service (connected lazily: the
+    /// engine starts while Storage is down, and each run checks it before
+    /// its first request).
+    pub async fn engine(&self) -> Result<BatchEngine, BatchError> {
+        let store: Arc<dyn ObjectStore> = match &self.lake {
+            Some(lake) => open_lake(lake, DEFAULT_MAX_OBJECT_SIZE.bytes(), false)
+                .await
+                .map_err(|source| BatchError::LakeUnavailable {
+                    location: lake.to_string(),
+                    source,
+                })?,
+            None => Arc::new(self.storage.connect_lazy(DEFAULT_MAX_OBJECT_SIZE.bytes())),
+        };
+        self.engine.engine(store)
     }
 }

@@ -14,12 +14,11 @@ use vesper_storage::ObjectStore;
 use crate::{
     BatchError, Record, RunReport, RunStatus,
     fetch::{Fetcher, Page, http_client},
-    pagination::{PageBudget, Pager, Plan, Step},
+    pagination::{PageBudget, PageView, Pager, Plan, Step},
     progress::{LogProgress, Progress, RunObserver},
-    redact,
     report::human_bytes,
     snapshot::{Manifest, SnapshotWriter, run_directory},
-    spec::{Pipeline, Pipelines, RunLimits},
+    spec::{MAX_RATE_LIMIT, Pipeline, Pipelines, RunLimits},
     transform::PageMetadata,
 };
 
@@ -51,6 +50,7 @@ pub struct BatchEngine {
     client: reqwest::Client,
     concurrency: NonZeroUsize,
     limits: RunLimits,
+    rate_limit: Option<f64>,
     observer: Arc<dyn RunObserver>,
 }
 
@@ -61,6 +61,7 @@ impl fmt::Debug for BatchEngine {
             .field("store", &self.store.location())
             .field("concurrency", &self.concurrency)
             .field("limits", &self.limits)
+            .field("rate_limit", &self.rate_limit)
             .finish_non_exhaustive()
     }
 }
@@ -75,6 +76,7 @@ impl BatchEngine {
             client: http_client()?,
             concurrency: DEFAULT_CONCURRENCY,
             limits: RunLimits::default(),
+            rate_limit: None,
             observer: Arc::new(LogProgress::default()),
         })
     }
@@ -91,6 +93,25 @@ impl BatchEngine {
                 reason,
             })?;
         self.limits = limits;
+        Ok(self)
+    }
+
+    /// Sends at most `rate` requests per second in each run of a pipeline
+    /// whose file sets no `rate_limit` (what `--rate-limit` sets); `None`
+    /// for no limit. An error names a rate outside (0, 10000].
+    pub fn with_rate_limit(mut self, rate: Option<f64>) -> Result<Self, BatchError> {
+        if let Some(rate) = rate
+            && (!rate.is_finite() || rate <= 0.0 || rate > MAX_RATE_LIMIT)
+        {
+            return Err(BatchError::Invalid {
+                origin: "engine limits".into(),
+                field: "rate_limit".into(),
+                reason: format!(
+                    "must be more than 0 and at most {MAX_RATE_LIMIT} requests per second, got {rate}"
+                ),
+            });
+        }
+        self.rate_limit = rate;
         Ok(self)
     }
 
@@ -163,6 +184,17 @@ impl BatchEngine {
         shutdown: &Shutdown,
     ) -> Result<Vec<RunReport>, BatchError> {
         let selected = self.select(names)?;
+        if let Some(first) = selected.first() {
+            // A run that cannot write fetches for nothing: find out before
+            // the first request to any API.
+            self.store
+                .list(first.prefix(), None, 1)
+                .await
+                .map_err(|source| BatchError::LakeUnavailable {
+                    location: self.store.location(),
+                    source,
+                })?;
+        }
         let mut reports = Vec::with_capacity(selected.len());
         for pipeline in selected {
             reports.push(self.run_pipeline(pipeline, shutdown).await);
@@ -198,7 +230,13 @@ impl BatchEngine {
         let mut run = Run {
             pipeline,
             limits,
-            fetcher: Fetcher::new(self.client.clone(), pipeline, limits, shutdown.clone()),
+            fetcher: Fetcher::new(
+                self.client.clone(),
+                pipeline,
+                limits,
+                pipeline.rate_limit.or(self.rate_limit),
+                shutdown.clone(),
+            ),
             writer: SnapshotWriter::new(Arc::clone(&self.store), directory, pipeline.parts),
             observer: self.observer.as_ref(),
             concurrency: self.concurrency,
@@ -293,14 +331,19 @@ impl Run<'_> {
             stop_pages: pipeline.stop.max_pages,
             stop_records: pipeline.stop.max_records,
         };
-        let mut pager = Pager::new(&pipeline.pagination, &pipeline.endpoint, budget);
+        let mut pager = Pager::new(&pipeline.pagination, &pipeline.endpoint, budget)
+            .hiding(&pipeline.secret_params);
         let mut url = pager.first_url();
         loop {
             let page = self.fetcher.page(url).await?;
-            let records = u64::try_from(page.records.len()).unwrap_or(u64::MAX);
-            let page_url = redact::url(&page.url);
+            let page_url = pipeline.show_url(&page.url);
             let step = pager
-                .after(&page.url, &page.body, records)
+                .after(PageView {
+                    url: &page.url,
+                    headers: &page.headers,
+                    body: &page.body,
+                    records: &page.records,
+                })
                 .map_err(|problem| BatchError::Response {
                     url: page_url.clone(),
                     problem,
@@ -377,7 +420,7 @@ impl Run<'_> {
             }
             if index < last && records < full_page {
                 return Err(BatchError::Response {
-                    url: redact::url(&page.url),
+                    url: self.pipeline.show_url(&page.url),
                     problem: format!(
                         "{records} records where a full page of {full_page} was expected: the server caps its page size below the declared one (lower it), or the data changed during the run"
                     ),
@@ -410,7 +453,7 @@ impl Run<'_> {
         let metadata = PageMetadata {
             extracted_at: Value::String(rfc3339(page.received_at)),
             run_id: self.run_id.clone(),
-            source_url: Value::String(redact::url(&page.url)),
+            source_url: Value::String(pipeline.show_url(&page.url)),
         };
         let written_before = self.writer.records();
         for record in records {

@@ -98,6 +98,17 @@ pub enum BatchError {
         /// The client's message.
         message: String,
     },
+    /// The lake cannot be reached before a run: nothing was fetched.
+    #[error(
+        "the lake ({location}) cannot be reached, so no pipeline ran and no API was called: {source}"
+    )]
+    LakeUnavailable {
+        /// Where the lake is ("storage service 127.0.0.1:50051").
+        location: String,
+        /// What the lake answered.
+        #[source]
+        source: StorageError,
+    },
     /// Writing to the lake failed.
     #[error("lake: {0}")]
     Storage(#[from] StorageError),
@@ -133,6 +144,7 @@ impl ServiceError for BatchError {
                 ErrorCode::Internal
             }
             Self::Storage(err) => err.code(),
+            Self::LakeUnavailable { .. } => ErrorCode::Unavailable,
             Self::Cancelled => ErrorCode::Cancelled,
         }
     }

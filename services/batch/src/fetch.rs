@@ -98,6 +98,43 @@ pub(crate) struct Page {
     pub(crate) body: Value,
     /// The records, in the response's order.
     pub(crate) records: Vec<Record>,
+    /// The response headers (where some APIs put the next page).
+    pub(crate) headers: HeaderMap,
+}
+
+/// At most one request every `period`, across every fetch of a run
+/// (concurrent ones included); requests are let through in the order they
+/// asked, none in a burst.
+#[derive(Debug)]
+pub(crate) struct RateLimiter {
+    period: Duration,
+    next: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl RateLimiter {
+    /// `rate` requests per second (more than 0).
+    pub(crate) fn per_second(rate: f64) -> Self {
+        Self {
+            period: Duration::from_secs_f64(1.0 / rate),
+            next: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Waits for this request's turn.
+    pub(crate) async fn acquire(&self) {
+        let at = {
+            // A poisoned lock only means a panic elsewhere held it; the
+            // instant inside is still a valid schedule.
+            let mut next = self
+                .next
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let at = (*next).max(tokio::time::Instant::now());
+            *next = at + self.period;
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
 }
 
 /// Fetches the pages of one run. Clones share the run's retry count.
@@ -113,6 +150,8 @@ pub(crate) struct Fetcher {
     max_redirects: u32,
     records: Option<FieldPath>,
     retries: Arc<AtomicU64>,
+    hidden: Arc<[String]>,
+    rate: Option<Arc<RateLimiter>>,
     shutdown: Shutdown,
 }
 
@@ -132,6 +171,7 @@ impl Fetcher {
         client: Client,
         pipeline: &Pipeline,
         limits: RunLimits,
+        rate_limit: Option<f64>,
         shutdown: Shutdown,
     ) -> Self {
         Self {
@@ -145,8 +185,15 @@ impl Fetcher {
             max_redirects: limits.max_redirects,
             records: pipeline.records.clone(),
             retries: Arc::new(AtomicU64::new(0)),
+            hidden: Arc::clone(&pipeline.secret_params),
+            rate: rate_limit.map(|rate| Arc::new(RateLimiter::per_second(rate))),
             shutdown,
         }
+    }
+
+    /// `url` as it may be shown.
+    fn show(&self, url: &Url) -> String {
+        redact::url_hiding(url, &self.hidden)
     }
 
     /// Requests retried so far in this run.
@@ -157,11 +204,11 @@ impl Fetcher {
     /// Fetches the page at `url`, retrying as the policy says, and takes
     /// its records out.
     pub(crate) async fn page(&self, url: Url) -> Result<Page, BatchError> {
-        let mut body = self.get_json(&url).await?;
+        let (mut body, headers) = self.get_json(&url).await?;
         let received_at = OffsetDateTime::now_utc();
         let records = take_records(&mut body, self.records.as_ref()).map_err(|problem| {
             BatchError::Response {
-                url: redact::url(&url),
+                url: self.show(&url),
                 problem,
             }
         })?;
@@ -170,12 +217,20 @@ impl Fetcher {
             received_at,
             body,
             records,
+            headers,
         })
     }
 
-    async fn get_json(&self, url: &Url) -> Result<Value, BatchError> {
+    async fn get_json(&self, url: &Url) -> Result<(Value, HeaderMap), BatchError> {
         let mut attempt = 1;
         loop {
+            if let Some(rate) = &self.rate {
+                tokio::select! {
+                    biased;
+                    () = self.shutdown.signalled() => return Err(BatchError::Cancelled),
+                    () = rate.acquire() => {}
+                }
+            }
             let started = Instant::now();
             let outcome = tokio::select! {
                 biased;
@@ -194,7 +249,7 @@ impl Fetcher {
             };
             if attempt >= self.retry.attempts {
                 return Err(BatchError::GaveUp {
-                    url: redact::url(url),
+                    url: self.show(url),
                     attempts: attempt,
                     last: reason,
                 });
@@ -202,7 +257,7 @@ impl Fetcher {
             let wait = self.wait_before_retry(url, attempt, retry_after)?;
             tracing::warn!(
                 "GET {}: {reason}; retry {attempt} of {} in {}",
-                redact::url(url),
+                self.show(url),
                 self.retry.attempts - 1,
                 humantime::format_duration(round_to_millis(wait))
             );
@@ -231,7 +286,7 @@ impl Fetcher {
             && wait > self.retry.max_retry_after
         {
             return Err(BatchError::RetryAfterTooLong {
-                url: redact::url(url),
+                url: self.show(url),
                 wait,
                 limit: self.retry.max_retry_after,
             });
@@ -249,8 +304,8 @@ impl Fetcher {
 
     /// One request, in a client span of its own (a child of the run's
     /// span) that records the answer or why there was none.
-    async fn attempt(&self, url: &Url) -> Result<Value, Failure> {
-        let span = vesper::telemetry::http_client_span(&reqwest::Method::GET, &redact::url(url));
+    async fn attempt(&self, url: &Url) -> Result<(Value, HeaderMap), Failure> {
+        let span = vesper::telemetry::http_client_span(&reqwest::Method::GET, &self.show(url));
         let outcome = self.exchange(url, &span).instrument(span.clone()).await;
         match &outcome {
             Ok(_) => {}
@@ -262,7 +317,11 @@ impl Fetcher {
         outcome
     }
 
-    async fn exchange(&self, url: &Url, span: &tracing::Span) -> Result<Value, Failure> {
+    async fn exchange(
+        &self,
+        url: &Url,
+        span: &tracing::Span,
+    ) -> Result<(Value, HeaderMap), Failure> {
         let response = self.send_following_redirects(url, span).await?;
         let status = response.status();
         vesper::telemetry::record_http_response(span, status);
@@ -273,10 +332,11 @@ impl Fetcher {
         .then(|| retry_after(response.headers()))
         .flatten();
         if status.is_success() {
+            let headers = response.headers().clone();
             let limit = self.max_response_bytes;
             let too_large = || {
                 Failure::Fatal(BatchError::Response {
-                    url: redact::url(url),
+                    url: self.show(url),
                     problem: format!(
                         "the response body is over {} (limits.max_response_size); raise the limit (--max-response-size) or ask for smaller pages",
                         vesper::config::ByteSize(limit)
@@ -295,12 +355,14 @@ impl Fetcher {
             if !complete {
                 return Err(too_large());
             }
-            return serde_json::from_slice(&body).map_err(|err| {
-                Failure::Fatal(BatchError::Response {
-                    url: redact::url(url),
-                    problem: format!("the response is not valid JSON: {err}"),
-                })
-            });
+            return serde_json::from_slice(&body)
+                .map(|body| (body, headers))
+                .map_err(|err| {
+                    Failure::Fatal(BatchError::Response {
+                        url: self.show(url),
+                        problem: format!("the response is not valid JSON: {err}"),
+                    })
+                });
         }
         // Only the start of an error's body is needed, for its message.
         let (body, _) = read_capped(response, MAX_ERROR_BODY.min(self.max_response_bytes))
@@ -314,7 +376,7 @@ impl Fetcher {
             })
         } else {
             Err(Failure::Fatal(BatchError::Rejected {
-                url: redact::url(url),
+                url: self.show(url),
                 status: status.as_u16(),
                 message,
             }))
@@ -363,7 +425,7 @@ impl Fetcher {
             }
             let refuse = |problem: String| {
                 Failure::Fatal(BatchError::Response {
-                    url: redact::url(url),
+                    url: self.show(url),
                     problem,
                 })
             };
@@ -394,7 +456,7 @@ impl Fetcher {
             if redirects >= self.max_redirects {
                 return Err(refuse(format!(
                     "{status} to {}: more than {} redirects (limits.max_redirects)",
-                    redact::url(&target),
+                    self.show(&target),
                     self.max_redirects
                 )));
             }
@@ -419,7 +481,7 @@ impl Fetcher {
     fn transport_failure(&self, url: &Url, err: reqwest::Error) -> Failure {
         if err.is_builder() || err.is_redirect() {
             return Failure::Fatal(BatchError::Request {
-                url: redact::url(url),
+                url: self.show(url),
                 message: error_chain(&err.without_url()),
             });
         }
@@ -571,6 +633,32 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_limiter_spaces_requests_evenly_even_when_they_come_at_once() {
+        let limiter = Arc::new(RateLimiter::per_second(4.0));
+        let start = tokio::time::Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..5 {
+            let limiter = Arc::clone(&limiter);
+            tasks.push(tokio::spawn(async move {
+                limiter.acquire().await;
+                start.elapsed()
+            }));
+        }
+        let mut times = Vec::new();
+        for task in tasks {
+            times.push(task.await.expect("a task").as_millis());
+        }
+        times.sort_unstable();
+        assert_eq!(times, [0, 250, 500, 750, 1000]);
+        // Idle time is not saved up for a burst.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let later = tokio::time::Instant::now();
+        limiter.acquire().await;
+        limiter.acquire().await;
+        assert_eq!(later.elapsed().as_millis(), 250);
+    }
 
     #[test]
     fn transient_statuses() {

@@ -37,6 +37,18 @@ impl FieldPath {
             .try_fold(document, |value, segment| step(value, segment))
     }
 
+    /// The value at this path in a JSON object (a record), if there is one.
+    pub fn get_in<'v>(&self, object: &'v serde_json::Map<String, Value>) -> Option<&'v Value> {
+        let (first, rest) = self.segments.split_first()?;
+        rest.iter()
+            .try_fold(object.get(first)?, |value, segment| step(value, segment))
+    }
+
+    /// Whether this path starts with `other`'s segments.
+    pub(crate) fn starts_with(&self, other: &FieldPath) -> bool {
+        self.segments.starts_with(&other.segments)
+    }
+
     /// Moves the value at this path out of the document, leaving `null`.
     pub fn take(&self, document: &mut Value) -> Option<Value> {
         let mut value = document;

@@ -35,8 +35,8 @@ pub use service::{BatchPipelineService, serve};
 pub use snapshot::{MANIFEST_NAME, Manifest, NDJSON_CONTENT_TYPE, PartInfo, run_directory};
 pub use spec::{
     BUILTIN_PIPELINES, DEFAULT_BASE_URL, DEFAULT_MAX_REDIRECTS, DEFAULT_MAX_RESPONSE_SIZE,
-    DEFAULT_MAX_RUN_PAGES, MAX_ATTEMPTS, MAX_REDIRECTS_CEILING, MAX_RESPONSE_SIZE_CEILING,
-    MAX_RUN_PAGES_CEILING, MAX_WAIT, PartLimits, Pipeline, Pipelines, RetryPolicy, RunLimits,
-    StopRule,
+    DEFAULT_MAX_RUN_PAGES, MAX_ATTEMPTS, MAX_RATE_LIMIT, MAX_REDIRECTS_CEILING,
+    MAX_RESPONSE_SIZE_CEILING, MAX_RUN_PAGES_CEILING, MAX_SECRET_FILE_BYTES, MAX_WAIT, PartLimits,
+    Pipeline, Pipelines, RetryPolicy, RunLimits, StopRule,
 };
 pub use transform::{Hook, METADATA_FIELDS, Record};

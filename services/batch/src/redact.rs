@@ -44,8 +44,15 @@ fn is_secret_param(name: &str) -> bool {
 /// `url` as it may be shown: no userinfo, secret query values masked. The
 /// request itself still uses the real URL.
 pub(crate) fn url(url: &Url) -> String {
+    url_hiding(url, &[])
+}
+
+/// [`url`], masking the values of the query parameters in `hidden` too
+/// (those a pipeline file fills from a secret reference).
+pub(crate) fn url_hiding(url: &Url, hidden: &[String]) -> String {
+    let secret = |name: &str| is_secret_param(name) || hidden.iter().any(|one| one == name);
     let has_userinfo = !url.username().is_empty() || url.password().is_some();
-    let has_secret = url.query_pairs().any(|(name, _)| is_secret_param(&name));
+    let has_secret = url.query_pairs().any(|(name, _)| secret(&name));
     if !has_userinfo && !has_secret {
         return url.to_string();
     }
@@ -57,7 +64,7 @@ pub(crate) fn url(url: &Url) -> String {
         let pairs: Vec<(String, String)> = url
             .query_pairs()
             .map(|(name, value)| {
-                let value = if is_secret_param(&name) {
+                let value = if secret(&name) {
                     MASK.to_owned()
                 } else {
                     value.into_owned()

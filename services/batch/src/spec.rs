@@ -8,8 +8,10 @@
 use std::{
     collections::{BTreeMap, HashSet},
     fmt,
+    io::Read,
     marker::PhantomData,
     path::Path,
+    sync::Arc,
     time::Duration,
 };
 
@@ -28,7 +30,8 @@ use crate::{
     BatchError,
     field::FieldPath,
     pagination::{
-        CursorPaging, NextLinkPaging, OffsetPaging, PageNumberPaging, Pagination, RepeatPaging,
+        CursorPaging, HeaderCursorPaging, LastRecordPaging, LinkHeaderPaging, NextLinkPaging,
+        OffsetPaging, PageNumberPaging, Pagination, RepeatPaging,
     },
     redact::{self, Credentials},
     transform::{METADATA_FIELDS, Transform},
@@ -56,6 +59,12 @@ const DEFAULT_PARTS: PartLimits = PartLimits {
     max_records: 5000,
     max_bytes: 16 * 1024 * 1024,
 };
+
+/// The highest `rate_limit` (requests per second) accepted.
+pub const MAX_RATE_LIMIT: f64 = 10_000.0;
+
+/// The largest file a `${file:PATH}` reference reads: a secret, not data.
+pub const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
 
 /// The most attempts a retry policy may make, the first included.
 pub const MAX_ATTEMPTS: u32 = 100;
@@ -232,6 +241,11 @@ pub struct Pipeline {
     pub(crate) headers: HeaderMap,
     /// The userinfo of the base URL, sent as Basic auth.
     pub(crate) credentials: Option<Credentials>,
+    /// Query parameters whose value came from a secret reference: masked
+    /// wherever a URL is shown, whatever their name.
+    pub(crate) secret_params: Arc<[String]>,
+    /// Requests per second, at most; `None` leaves it to the engine.
+    pub(crate) rate_limit: Option<f64>,
     pub(crate) limits: LimitOverrides,
     pub(crate) pagination: Pagination,
     pub(crate) stop: StopRule,
@@ -244,7 +258,7 @@ impl fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pipeline")
             .field("name", &self.name)
-            .field("endpoint", &redact::url(&self.endpoint))
+            .field("endpoint", &self.show_url(&self.endpoint))
             .field("own_base_url", &self.own_base_url)
             .field("records", &self.records)
             .field("prefix", &self.prefix)
@@ -252,6 +266,7 @@ impl fmt::Debug for Pipeline {
             .field("retry", &self.retry)
             .field("headers", &self.headers)
             .field("credentials", &self.credentials)
+            .field("rate_limit", &self.rate_limit)
             .field("limits", &self.limits)
             .field("pagination", &self.pagination)
             .field("stop", &self.stop)
@@ -276,7 +291,19 @@ impl Pipeline {
     /// The URL of the first request as logs and reports show it: secret
     /// query values masked.
     pub fn display_url(&self) -> String {
-        redact::url(&self.first_url())
+        self.show_url(&self.first_url())
+    }
+
+    /// `url` as logs, errors, reports and records show it: no userinfo,
+    /// secret query values masked (by name, and those from a secret
+    /// reference).
+    pub(crate) fn show_url(&self, url: &Url) -> String {
+        redact::url_hiding(url, &self.secret_params)
+    }
+
+    /// Its rate limit, in requests per second, if its file sets one.
+    pub fn rate_limit(&self) -> Option<f64> {
+        self.rate_limit
     }
 
     /// Its limits, where `base` gives those its file does not set.
@@ -428,6 +455,7 @@ struct DefaultsToml {
     headers: BTreeMap<String, String>,
     #[serde(default)]
     limits: LimitsToml,
+    rate_limit: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -455,6 +483,7 @@ struct PipelineToml {
     parts: PartsToml,
     #[serde(default)]
     limits: LimitsToml,
+    rate_limit: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -527,8 +556,23 @@ enum PaginationToml {
         cursor_param: Option<String>,
         has_more: Option<String>,
     },
+    HeaderCursor {
+        cursor_header: String,
+        cursor_param: Option<String>,
+        has_more: Option<String>,
+    },
+    LastRecord {
+        cursor_field: String,
+        cursor_param: String,
+        has_more: Option<String>,
+    },
     NextLink {
         next_url: String,
+        has_more: Option<String>,
+    },
+    LinkHeader {
+        rel: Option<String>,
+        has_more: Option<String>,
     },
     Repeat {
         has_more: Option<String>,
@@ -540,6 +584,9 @@ impl Default for PaginationToml {
         Self::Single {}
     }
 }
+
+/// Query parameters in order, values as sent.
+type Query = Vec<(String, String)>;
 
 /// A humantime duration in the file ("3s", "250ms").
 #[derive(Debug, Clone, Copy)]
@@ -634,6 +681,10 @@ impl Resolver<'_> {
         let default_parts = self.parts(&defaults.parts, DEFAULT_PARTS, "defaults.parts")?;
         let default_headers = self.headers(&defaults.headers, "defaults.headers")?;
         let default_limits = self.limits(&defaults.limits, "defaults.limits")?;
+        let default_rate = defaults
+            .rate_limit
+            .map(|rate| self.rate_limit(rate, "defaults.rate_limit"))
+            .transpose()?;
 
         let mut pipelines: Vec<Pipeline> = Vec::with_capacity(file.pipelines.len());
         for (name, declared) in file.pipelines {
@@ -646,6 +697,7 @@ impl Resolver<'_> {
                 default_parts,
                 &default_headers,
                 default_limits,
+                default_rate,
             )?;
             if let Some(other) = pipelines.iter().find(|other| {
                 other.prefix.starts_with(&pipeline.prefix)
@@ -678,6 +730,7 @@ impl Resolver<'_> {
         default_parts: PartLimits,
         default_headers: &HeaderMap,
         default_limits: LimitOverrides,
+        default_rate: Option<f64>,
     ) -> Result<Pipeline, BatchError> {
         let at = |key: &str| format!("pipelines.{name}.{key}");
         check_name(&name).map_err(|reason| self.invalid(format!("pipelines.{name}"), reason))?;
@@ -689,16 +742,20 @@ impl Resolver<'_> {
             }
             None => file_base.clone(),
         };
-        let pagination = self.pagination(declared.pagination, &at("pagination"))?;
-        let query = self.query(&declared.query, &pagination, &at("query"))?;
-        let endpoint = self.endpoint(&base, &declared.path, &query, &at("path"))?;
-
         let records = declared
             .records
             .as_deref()
             .map(FieldPath::parse)
             .transpose()
             .map_err(|reason| self.invalid(at("records"), reason))?;
+        let pagination =
+            self.pagination(declared.pagination, records.as_ref(), &at("pagination"))?;
+        let (query, secret_params) = self.query(&declared.query, &pagination, &at("query"))?;
+        let endpoint = self.endpoint(&base, &declared.path, &query, &at("path"))?;
+        let rate_limit = match declared.rate_limit {
+            Some(rate) => Some(self.rate_limit(rate, &at("rate_limit"))?),
+            None => default_rate,
+        };
         let prefix = self.prefix(
             declared.prefix.unwrap_or_else(|| format!("{name}/")),
             &at("prefix"),
@@ -734,6 +791,8 @@ impl Resolver<'_> {
             retry,
             headers,
             credentials,
+            secret_params: secret_params.into(),
+            rate_limit,
             limits,
             pagination,
             stop,
@@ -800,9 +859,10 @@ impl Resolver<'_> {
         declared: &BTreeMap<String, toml::Value>,
         pagination: &Pagination,
         field: &str,
-    ) -> Result<Vec<(String, String)>, BatchError> {
+    ) -> Result<(Query, Vec<String>), BatchError> {
         let paging_params = pagination.query_params();
-        declared
+        let mut secret_params = Vec::new();
+        let query = declared
             .iter()
             .map(|(name, value)| {
                 let at = format!("{field}.{name}");
@@ -816,7 +876,13 @@ impl Resolver<'_> {
                     ));
                 }
                 let text = match value {
-                    toml::Value::String(text) => text.clone(),
+                    toml::Value::String(text) => {
+                        let (text, secret) = self.expand(text, &at)?;
+                        if secret {
+                            secret_params.push(name.clone());
+                        }
+                        text
+                    }
                     toml::Value::Integer(number) => number.to_string(),
                     toml::Value::Float(number) => number.to_string(),
                     toml::Value::Boolean(flag) => flag.to_string(),
@@ -826,16 +892,151 @@ impl Resolver<'_> {
                 };
                 Ok((name.clone(), text))
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((query, secret_params))
     }
 
-    fn pagination(&self, declared: PaginationToml, field: &str) -> Result<Pagination, BatchError> {
+    /// `text` with its `${env:NAME}` and `${file:PATH}` references replaced
+    /// by the variable's value or the file's content (trailing newlines
+    /// dropped); `$${` is a literal `${`. Says whether anything was
+    /// replaced: the value is then a secret. Errors name the setting and
+    /// the reference, never a value.
+    fn expand(&self, text: &str, field: &str) -> Result<(String, bool), BatchError> {
+        let mut out = String::with_capacity(text.len());
+        let mut secret = false;
+        let mut rest = text;
+        while let Some(start) = rest.find('$') {
+            out.push_str(&rest[..start]);
+            let after = &rest[start..];
+            if let Some(escaped) = after.strip_prefix("$${") {
+                out.push_str("${");
+                rest = escaped;
+                continue;
+            }
+            let Some(reference) = after.strip_prefix("${") else {
+                out.push('$');
+                rest = &after[1..];
+                continue;
+            };
+            let Some(end) = reference.find('}') else {
+                return Err(self.invalid(
+                    field,
+                    "a \"${\" is not closed by \"}\"; write ${env:NAME} or ${file:PATH}, or $${ for a literal ${",
+                ));
+            };
+            let inner = &reference[..end];
+            let value = if let Some(name) = inner.strip_prefix("env:") {
+                if name.is_empty() {
+                    return Err(self.invalid(field, "${env:} names no variable"));
+                }
+                std::env::var(name).map_err(|err| {
+                    self.invalid(
+                        field,
+                        match err {
+                            std::env::VarError::NotPresent => {
+                                format!("${{env:{name}}}: the environment variable {name} is not set")
+                            }
+                            std::env::VarError::NotUnicode(_) => {
+                                format!("${{env:{name}}}: the environment variable {name} is not valid UTF-8")
+                            }
+                        },
+                    )
+                })?
+            } else if let Some(path) = inner.strip_prefix("file:") {
+                self.read_secret_file(path, field)?
+            } else {
+                return Err(self.invalid(
+                    field,
+                    format!(
+                        "${{{}}} is not a reference this file format knows; write ${{env:{0}}} for an environment variable or ${{file:PATH}} for a file (and $${{ for a literal ${{)",
+                        redact::shorten(inner, 64)
+                    ),
+                ));
+            };
+            out.push_str(&value);
+            secret = true;
+            rest = &reference[end + 1..];
+        }
+        out.push_str(rest);
+        Ok((out, secret))
+    }
+
+    /// A secret file's content, at most [`MAX_SECRET_FILE_BYTES`], trailing
+    /// newlines dropped.
+    fn read_secret_file(&self, path: &str, field: &str) -> Result<String, BatchError> {
+        let shown = format!("${{file:{path}}}");
+        if path.is_empty() {
+            return Err(self.invalid(field, "${file:} names no file"));
+        }
+        let file = std::fs::File::open(path)
+            .map_err(|err| self.invalid(field, format!("{shown}: cannot open the file: {err}")))?;
+        let mut bytes = Vec::new();
+        file.take(MAX_SECRET_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|err| self.invalid(field, format!("{shown}: cannot read the file: {err}")))?;
+        if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_SECRET_FILE_BYTES {
+            return Err(self.invalid(
+                field,
+                format!(
+                    "{shown}: the file is over {} KiB; a secret file holds one value",
+                    MAX_SECRET_FILE_BYTES / 1024
+                ),
+            ));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| self.invalid(field, format!("{shown}: the file is not UTF-8 text")))?;
+        Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+    }
+
+    fn rate_limit(&self, rate: f64, field: &str) -> Result<f64, BatchError> {
+        if !rate.is_finite() || rate <= 0.0 || rate > MAX_RATE_LIMIT {
+            return Err(self.invalid(
+                field,
+                format!("must be more than 0 and at most {MAX_RATE_LIMIT} requests per second, got {rate}"),
+            ));
+        }
+        Ok(rate)
+    }
+
+    fn pagination(
+        &self,
+        declared: PaginationToml,
+        records: Option<&FieldPath>,
+        field: &str,
+    ) -> Result<Pagination, BatchError> {
         let at = |key: &str| format!("{field}.{key}");
+        // A field of the response other than the records: those are taken
+        // out of it before paging looks.
         let path = |key: &str, text: Option<String>| -> Result<Option<FieldPath>, BatchError> {
-            text.as_deref()
+            let path = text
+                .as_deref()
                 .map(FieldPath::parse)
                 .transpose()
-                .map_err(|reason| self.invalid(at(key), reason))
+                .map_err(|reason| self.invalid(at(key), reason))?;
+            if let Some(path) = &path {
+                match records {
+                    None => {
+                        return Err(self.invalid(
+                            at(key),
+                            format!(
+                                "without `records` the whole response is the record array, so it has no field {path}; set records to the path of the array"
+                            ),
+                        ));
+                    }
+                    Some(records) if path.starts_with(records) => {
+                        return Err(self.invalid(
+                            at(key),
+                            format!(
+                                "{path:?} points into the records ({records:?}), which are not part of the response paging sees; to page by a field of the last record, use type = \"last_record\" with cursor_field = the field (e.g. \"id\")",
+                                path = path.to_string(),
+                                records = records.to_string()
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+            Ok(path)
         };
         let param =
             |key: &str, text: Option<String>, default: &str| -> Result<String, BatchError> {
@@ -910,10 +1111,50 @@ impl Resolver<'_> {
                 cursor_param: param("cursor_param", cursor_param, "cursor")?,
                 has_more: path("has_more", has_more)?,
             }),
-            PaginationToml::NextLink { next_url } => Pagination::NextLink(NextLinkPaging {
-                next_url: path("next_url", Some(next_url))?
-                    .ok_or_else(|| self.invalid(at("next_url"), "required"))?,
+            PaginationToml::HeaderCursor {
+                cursor_header,
+                cursor_param,
+                has_more,
+            } => {
+                let header = HeaderName::from_bytes(cursor_header.as_bytes()).map_err(|_| {
+                    self.invalid(at("cursor_header"), "not a valid HTTP header name")
+                })?;
+                Pagination::HeaderCursor(HeaderCursorPaging {
+                    cursor_header: header.as_str().to_owned(),
+                    cursor_param: param("cursor_param", cursor_param, "cursor")?,
+                    has_more: path("has_more", has_more)?,
+                })
+            }
+            PaginationToml::LastRecord {
+                cursor_field,
+                cursor_param,
+                has_more,
+            } => Pagination::LastRecord(LastRecordPaging {
+                cursor_field: FieldPath::parse(&cursor_field)
+                    .map_err(|reason| self.invalid(at("cursor_field"), reason))?,
+                cursor_param: param("cursor_param", Some(cursor_param), "")?,
+                has_more: path("has_more", has_more)?,
             }),
+            PaginationToml::NextLink { next_url, has_more } => {
+                Pagination::NextLink(NextLinkPaging {
+                    next_url: path("next_url", Some(next_url))?
+                        .ok_or_else(|| self.invalid(at("next_url"), "required"))?,
+                    has_more: path("has_more", has_more)?,
+                })
+            }
+            PaginationToml::LinkHeader { rel, has_more } => {
+                let rel = rel.unwrap_or_else(|| "next".to_owned());
+                if rel.is_empty() || !rel.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
+                    return Err(self.invalid(
+                        at("rel"),
+                        format!("{rel:?} is not a link relation; write one word, e.g. \"next\""),
+                    ));
+                }
+                Pagination::LinkHeader(LinkHeaderPaging {
+                    rel,
+                    has_more: path("has_more", has_more)?,
+                })
+            }
             PaginationToml::Repeat { has_more } => Pagination::Repeat(RepeatPaging {
                 has_more: path("has_more", has_more)?,
             }),
@@ -1114,7 +1355,8 @@ impl Resolver<'_> {
             let at = format!("{field}.{name}");
             let header = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| self.invalid(&at, "not a valid HTTP header name"))?;
-            let mut value = HeaderValue::from_str(value)
+            let (value, _) = self.expand(value, &at)?;
+            let mut value = HeaderValue::from_str(&value)
                 .map_err(|_| self.invalid(&at, "a header value is visible ASCII"))?;
             // Configured headers are API keys as often as not: keep them out
             // of Debug output and HTTP/2 header compression tables.

@@ -153,10 +153,22 @@ async fn offset_honours_a_start_and_renamed_parameters() {
     .await;
     assert!(report.succeeded(), "{:?}", report.error);
     let manifest = lake.latest("items/").await.expect("manifest");
-    // The server ignores `size` and reads the query's limit = 4: pages of 4
-    // are short against 5, so paging stops after the first one.
-    assert_eq!(ids(&lake.records(&manifest).await), [21, 22, 23, 24]);
-    assert_eq!(api.uris(), ["/offset?limit=4&offset=20&size=5"]);
+    // The server ignores `size` and reads the query's limit = 4: a first
+    // page of 4 against 5 may be the server's own page size, so paging goes
+    // on by the records received, and ends on a page short against 4.
+    assert_eq!(ids(&lake.records(&manifest).await), one_to(30)[20..]);
+    assert_eq!(
+        api.uris(),
+        [
+            "/offset?limit=4&offset=20&size=5",
+            "/offset?limit=4&offset=24&size=5",
+            "/offset?limit=4&offset=28&size=5"
+        ]
+    );
+    assert_eq!(
+        report.stop_reason.as_deref(),
+        Some("short page: 2 records for limit 4")
+    );
 }
 
 #[tokio::test]
@@ -230,10 +242,40 @@ async fn next_link_from_a_json_field() {
 
 #[tokio::test]
 async fn single_page() {
-    let (report, ids, uris) = page_through("offset", r#"{ type = "single" }"#, 45).await;
-    assert_eq!(ids, one_to(10), "the API's default page");
-    assert_eq!(uris, ["/offset"]);
+    let (report, ids, uris) = page_through("cursor", r#"{ type = "single" }"#, 45).await;
+    assert_eq!(ids, one_to(10), "the API's first page");
+    assert_eq!(uris, ["/cursor"]);
     assert_eq!(report.stop_reason.as_deref(), Some("single page"));
+}
+
+#[tokio::test]
+async fn a_single_page_of_an_api_that_says_it_has_more_fails() {
+    let api = PagedApi::start(45).await;
+    let lake = Lake::start().await;
+    let report = run_one(
+        &lake,
+        &format!(
+            r#"
+            base_url = "{}"
+            [pipelines.items]
+            path = "offset"
+            records = "data"
+            "#,
+            api.base_url()
+        ),
+    )
+    .await;
+    assert_eq!(
+        report.error.as_deref(),
+        Some(
+            format!(
+                "GET {}offset: has_more is true on page 1, but paging would end here (single page): the run would keep only part of the data, so it fails instead; declare a paginator for this API, or set stop.max_pages = 1 to take the first page only",
+                api.base_url()
+            )
+            .as_str()
+        )
+    );
+    assert!(lake.keys("items/").await.is_empty(), "no manifest, no part");
 }
 
 #[tokio::test]
@@ -315,4 +357,35 @@ async fn a_wrong_pagination_setting_is_caught_at_load_time() {
         err.to_string(),
         "pipelines.toml: pipelines.users.pagination.limit: must be 1 or more, got 0"
     );
+}
+
+#[tokio::test]
+async fn a_rate_limit_spaces_the_requests_of_a_run() {
+    let api = PagedApi::start(25).await;
+    let lake = Lake::start().await;
+    let started = std::time::Instant::now();
+    let report = run_one(
+        &lake,
+        &format!(
+            r#"
+            base_url = "{}"
+            [defaults]
+            rate_limit = 20
+            [pipelines.items]
+            path = "cursor"
+            records = "data"
+            rate_limit = 10
+            pagination = {{ type = "cursor", cursor = "next_cursor" }}
+            "#,
+            api.base_url()
+        ),
+    )
+    .await;
+    assert!(report.succeeded(), "{:?}", report.error);
+    let hits = api.hits();
+    assert_eq!(hits.len(), 3);
+    // 10 a second (the pipeline's rate wins over the defaults'): the
+    // third request goes 200 ms after the first at the earliest.
+    let third = hits[2].at.duration_since(started);
+    assert!(third >= std::time::Duration::from_millis(200), "{third:?}");
 }

@@ -84,16 +84,28 @@ fn the_source_url_replaces_the_file_base_but_not_a_pipelines_own() {
 fn every_paginator_loads() {
     let text = r#"
         [pipelines.offset]
+        records = "data"
         pagination = { type = "offset", limit = 50, offset_param = "skip", limit_param = "take", start = 10, has_more = "meta.more", next_offset = "meta.next", total = "meta.total", stop_on_short_page = false }
         [pipelines.pages]
+        records = "data"
         pagination = { type = "page_number", page_param = "p", start = 0, page_size = 25, page_size_param = "per_page", total_pages = "pages" }
         [pipelines.cursor]
+        records = "data"
         pagination = { type = "cursor", cursor = "next_cursor", cursor_param = "after" }
         [pipelines.links]
+        records = "data"
         pagination = { type = "next_link", next_url = "links.next" }
         [pipelines.feed]
         pagination = { type = "repeat" }
         stop = { max_records = 1000 }
+        [pipelines.github]
+        pagination = { type = "link_header" }
+        [pipelines.header_cursor]
+        pagination = { type = "header_cursor", cursor_header = "X-Next-Cursor", cursor_param = "after" }
+        [pipelines.stripe]
+        records = "data"
+        query = { limit = 100 }
+        pagination = { type = "last_record", cursor_field = "id", cursor_param = "starting_after", has_more = "has_more" }
     "#;
     let pipelines = Pipelines::from_toml(text, "test.toml").expect("valid");
     let urls: Vec<_> = pipelines
@@ -108,12 +120,126 @@ fn every_paginator_loads() {
             "http://127.0.0.1:8080/api/",
             "http://127.0.0.1:8080/api/",
             "http://127.0.0.1:8080/api/",
+            "http://127.0.0.1:8080/api/",
+            "http://127.0.0.1:8080/api/",
+            "http://127.0.0.1:8080/api/?limit=100",
+        ]
+    );
+    let described: Vec<_> = pipelines
+        .iter()
+        .skip(5)
+        .map(Pipeline::describe_pagination)
+        .collect();
+    assert_eq!(
+        described,
+        [
+            "link header (rel=\"next\")",
+            "header cursor (x-next-cursor header -> ?after)",
+            "last record (id -> ?starting_after)",
         ]
     );
     let prefixes: Vec<_> = pipelines.iter().map(Pipeline::prefix).collect();
     assert_eq!(
         prefixes,
-        ["offset/", "pages/", "cursor/", "links/", "feed/"]
+        [
+            "offset/",
+            "pages/",
+            "cursor/",
+            "links/",
+            "feed/",
+            "github/",
+            "header_cursor/",
+            "stripe/"
+        ]
+    );
+}
+
+#[test]
+fn a_paging_field_inside_the_records_is_refused_with_the_way_to_say_it() {
+    assert_eq!(
+        error_of(
+            r#"records = "data"
+            pagination = { type = "cursor", cursor = "data.99.id", cursor_param = "starting_after" }"#
+        ),
+        "test.toml: pipelines.x.pagination.cursor: \"data.99.id\" points into the records (\"data\"), which are not part of the response paging sees; to page by a field of the last record, use type = \"last_record\" with cursor_field = the field (e.g. \"id\")"
+    );
+    assert_eq!(
+        error_of(r#"pagination = { type = "next_link", next_url = "next" }"#),
+        "test.toml: pipelines.x.pagination.next_url: without `records` the whole response is the record array, so it has no field next; set records to the path of the array"
+    );
+}
+
+#[test]
+fn secrets_come_from_the_environment_or_a_file_and_are_never_shown() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "file-secret-value\n").expect("write");
+    // PATH is set in every environment the tests run in; its value stands
+    // in for a secret.
+    let path_value = std::env::var("PATH").expect("PATH");
+    let text = format!(
+        r#"
+        [pipelines.x]
+        query = {{ appid = "${{file:{}}}", plain = "$${{literal}}" }}
+        headers = {{ Authorization = "Bearer ${{env:PATH}}" }}
+        "#,
+        token_file.display()
+    );
+    let pipelines = Pipelines::from_toml(&text, "test.toml").expect("valid");
+    let x = pipelines.get("x").expect("x");
+    assert_eq!(
+        x.first_url().as_str(),
+        "http://127.0.0.1:8080/api/?appid=file-secret-value&plain=%24%7Bliteral%7D"
+    );
+    assert_eq!(
+        x.headers.get("authorization").and_then(|v| v.to_str().ok()),
+        Some(format!("Bearer {path_value}").as_str())
+    );
+    assert_eq!(
+        x.display_url(),
+        "http://127.0.0.1:8080/api/?appid=***&plain=%24%7Bliteral%7D",
+        "a query value from a secret is masked whatever its name"
+    );
+    let debug = format!("{pipelines:?}");
+    assert!(!debug.contains("file-secret-value"), "{debug}");
+    assert!(!debug.contains(&path_value), "{debug}");
+
+    assert_eq!(
+        error_of(r#"headers = { Authorization = "Bearer ${API_TOKEN}" }"#),
+        "test.toml: pipelines.x.headers.Authorization: ${API_TOKEN} is not a reference this file format knows; write ${env:API_TOKEN} for an environment variable or ${file:PATH} for a file (and $${ for a literal ${)"
+    );
+    assert_eq!(
+        error_of(r#"headers = { Authorization = "Bearer ${env:VESPER_TEST_SURELY_UNSET_TOKEN}" }"#),
+        "test.toml: pipelines.x.headers.Authorization: ${env:VESPER_TEST_SURELY_UNSET_TOKEN}: the environment variable VESPER_TEST_SURELY_UNSET_TOKEN is not set"
+    );
+    let missing = dir.path().join("absent");
+    let err = error_of(&format!(
+        r#"query = {{ key = "${{file:{}}}" }}"#,
+        missing.display()
+    ));
+    assert!(
+        err.starts_with(&format!(
+            "test.toml: pipelines.x.query.key: ${{file:{}}}: cannot open the file",
+            missing.display()
+        )),
+        "{err}"
+    );
+    let big = dir.path().join("big");
+    std::fs::write(&big, vec![b'x'; 70 * 1024]).expect("write");
+    let err = error_of(&format!(
+        r#"query = {{ key = "${{file:{}}}" }}"#,
+        big.display()
+    ));
+    assert!(
+        err.ends_with("the file is over 64 KiB; a secret file holds one value"),
+        "{err}"
+    );
+    assert!(
+        error_of(r#"rate_limit = 0"#).ends_with(
+            "rate_limit: must be more than 0 and at most 10000 requests per second, got 0"
+        ),
+        "{}",
+        error_of(r#"rate_limit = 0"#)
     );
 }
 
