@@ -1,4 +1,4 @@
-//! `vesper batch` operated as its README says: `vesper batch serve` driven
+//! `vesper batch` operated as docs/pipelines.md says: `vesper batch serve` driven
 //! by the real grpcurl, and `vesper batch run` from the shell, each pulling
 //! a replica of the old upstream into a `vesper storage` process's lake.
 

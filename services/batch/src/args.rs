@@ -15,7 +15,7 @@ use crate::{
 #[derive(Debug, Clone, clap::Args)]
 pub struct PipelineArgs {
     /// A TOML file declaring the pipelines. It replaces the built-in users,
-    /// content and events pipelines; the README documents the format.
+    /// content and events pipelines; docs/pipelines.md documents the format.
     #[arg(long = "pipelines", env = "VESPER_PIPELINES", value_name = "FILE")]
     pub pipelines_file: Option<PathBuf>,
 

@@ -83,7 +83,7 @@ async fn a_run_writes_parts_then_a_manifest_in_the_documented_layout() {
     );
     assert!(report.records_per_second() > 0.0);
 
-    // The manifest's fields, exactly as the README's manifest example lists them.
+    // The manifest's fields, exactly as the manifest example of docs/pipelines.md lists them.
     let (_, raw) = lake
         .store
         .get(&vesper_storage::ObjectKey::new(format!("{directory}_manifest.json")).expect("key"))
