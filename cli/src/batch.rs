@@ -15,8 +15,7 @@ use vesper::{
     metrics::MetricsArgs,
 };
 use vesper_batch::{
-    BarProgress, BatchArgs, BatchError, LogProgress, PipelineArgs, RunObserver, RunReport,
-    human_bytes,
+    BatchArgs, BatchError, LogProgress, PipelineArgs, RunObserver, RunReport, human_bytes,
 };
 
 /// Run batch pipelines: pull paged REST APIs into lake snapshots.
@@ -89,7 +88,7 @@ impl RunCommand {
         let shutdown = Shutdown::on_signals();
         // A bar is for people watching; logs and pipes get plain lines.
         let observer: Arc<dyn RunObserver> = if std::io::stderr().is_terminal() {
-            Arc::new(BarProgress::new())
+            Arc::new(crate::progress::BarProgress::new())
         } else {
             Arc::new(LogProgress::default())
         };

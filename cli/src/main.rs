@@ -10,6 +10,7 @@ mod gateway;
 mod healthcheck;
 mod ingest;
 mod platform;
+mod progress;
 mod sample_data;
 mod storage;
 mod up;

@@ -29,7 +29,7 @@ pub use engine::{BatchEngine, DEFAULT_CONCURRENCY, MAX_CONCURRENCY};
 pub use error::BatchError;
 pub use fetch::USER_AGENT;
 pub use field::FieldPath;
-pub use progress::{BarProgress, LogProgress, Progress, Quiet, RunObserver};
+pub use progress::{LogProgress, Progress, Quiet, RunObserver};
 pub use report::{RunReport, RunStatus, human_bytes};
 pub use service::{BatchPipelineService, serve};
 pub use snapshot::{MANIFEST_NAME, Manifest, NDJSON_CONTENT_TYPE, PartInfo, run_directory};
