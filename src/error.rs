@@ -108,6 +108,23 @@ impl ErrorCode {
 /// An error that knows which [`ErrorCode`] it is. Every library crate's
 /// error enum implements this, and converts into `tonic::Status` through
 /// [`to_status`].
+/// An error with its causes, `outer: inner: root`, leaving out a cause
+/// whose text the message already holds (reqwest's and hyper's own
+/// messages leave out why a request failed, e.g. "connection refused").
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 pub trait ServiceError: std::error::Error {
     /// The kind of failure.
     fn code(&self) -> ErrorCode;

@@ -12,6 +12,8 @@
 //!   bounds on what an event may hold.
 //! - [`grpc`]: the server scaffolding with its limits (docs/limits.md),
 //!   and traced clients.
+//! - [`retry`]: the one backoff schedule (capped, exponential, full
+//!   jitter).
 //! - [`config`], [`telemetry`], [`metrics`], [`shutdown`], [`signature`]:
 //!   conventions every binary shares.
 //!
@@ -22,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
+pub mod retry;
 pub mod shutdown;
 pub mod signature;
 pub mod telemetry;

@@ -25,11 +25,12 @@
 //! clients), and [`current_trace_context`] / [`add_link`] where batching
 //! breaks the parent chain.
 
+use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use std::{env, fmt::Display, io::IsTerminal, time::Duration};
 
 use opentelemetry::{
     Context, Key, KeyValue,
-    propagation::{Extractor, Injector, TextMapPropagator},
+    propagation::TextMapPropagator,
     trace::{TraceContextExt, TracerProvider as _},
 };
 use opentelemetry_otlp::WithExportConfig;
@@ -222,30 +223,7 @@ fn colour_wanted() -> bool {
 
 // ---------------------------------------------------------------- propagation
 
-struct HeaderCarrier<'a>(&'a http::HeaderMap);
-
-impl Extractor for HeaderCarrier<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|value| value.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(http::HeaderName::as_str).collect()
-    }
-}
-
-struct HeaderSink<'a>(&'a mut http::HeaderMap);
-
-impl Injector for HeaderSink<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(key.as_bytes()),
-            http::HeaderValue::from_str(&value),
-        ) {
-            self.0.insert(name, value);
-        }
-    }
-}
+// The carriers are opentelemetry-http's, over `http::HeaderMap`.
 
 /// Makes `span` a child of the W3C trace context in `headers`
 /// (`traceparent`, `tracestate`), if there is a valid one. Call right
@@ -255,7 +233,7 @@ pub fn set_parent_from_headers(span: &tracing::Span, headers: &http::HeaderMap) 
     if headers.get("traceparent").is_none() {
         return;
     }
-    let parent = TraceContextPropagator::new().extract(&HeaderCarrier(headers));
+    let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
     if parent.span().span_context().is_valid() {
         // Fails only without the OpenTelemetry layer, where there is nothing to link.
         let _ = span.set_parent(parent);
@@ -298,7 +276,7 @@ pub fn link_to(span: &tracing::Span, other: &tracing::Span) {
 pub fn inject_context(span: &tracing::Span, headers: &mut http::HeaderMap) {
     let context = span.context();
     if context.span().span_context().is_valid() {
-        TraceContextPropagator::new().inject_context(&context, &mut HeaderSink(headers));
+        TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
     }
 }
 
@@ -329,7 +307,7 @@ pub fn add_link(span: &tracing::Span, traceparent: &str) {
     };
     let mut headers = http::HeaderMap::new();
     headers.insert("traceparent", value);
-    let remote: Context = TraceContextPropagator::new().extract(&HeaderCarrier(&headers));
+    let remote: Context = TraceContextPropagator::new().extract(&HeaderExtractor(&headers));
     let linked = remote.span().span_context().clone();
     if linked.is_valid() {
         span.add_link(linked);
@@ -520,10 +498,10 @@ mod tests {
         let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let mut headers = http::HeaderMap::new();
         headers.insert("traceparent", http::HeaderValue::from_static(traceparent));
-        let context = TraceContextPropagator::new().extract(&HeaderCarrier(&headers));
+        let context = TraceContextPropagator::new().extract(&HeaderExtractor(&headers));
         assert!(context.span().span_context().is_valid());
         let mut out = http::HeaderMap::new();
-        TraceContextPropagator::new().inject_context(&context, &mut HeaderSink(&mut out));
+        TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(&mut out));
         assert_eq!(out["traceparent"], traceparent);
     }
 
@@ -535,7 +513,7 @@ mod tests {
             "traceparent",
             http::HeaderValue::from_str(&traceparent).expect("ascii"),
         );
-        let context = TraceContextPropagator::new().extract(&HeaderCarrier(&headers));
+        let context = TraceContextPropagator::new().extract(&HeaderExtractor(&headers));
         let span = context.span();
         assert!(span.span_context().is_valid(), "{traceparent}");
         assert!(!span.span_context().is_sampled(), "{traceparent}");

@@ -44,7 +44,7 @@ pub fn decode_webhook(body: &Value) -> Result<Vec<Event>, Vec<FieldError>> {
             "body",
             format!(
                 "expected a JSON object with an array \"events\", got {}",
-                kind_of(body)
+                json_kind(body)
             ),
         )]);
     };
@@ -54,7 +54,7 @@ pub fn decode_webhook(body: &Value) -> Result<Vec<Event>, Vec<FieldError>> {
     let Some(events) = events.as_array() else {
         return Err(vec![FieldError::new(
             "events",
-            format!("expected an array, got {}", kind_of(events)),
+            format!("expected an array, got {}", json_kind(events)),
         )]);
     };
     let mut errors = Vec::new();
@@ -322,7 +322,7 @@ pub fn decode_event(path: &str, value: &Value, errors: &mut Vec<FieldError>) -> 
     let Some(object) = value.as_object() else {
         errors.push(FieldError::new(
             path,
-            format!("expected an object, got {}", kind_of(value)),
+            format!("expected an object, got {}", json_kind(value)),
         ));
         return None;
     };
@@ -345,7 +345,10 @@ pub fn decode_event(path: &str, value: &Value, errors: &mut Vec<FieldError>) -> 
         Some(other) => {
             errors.push(FieldError::new(
                 field("user_id"),
-                format!("expected a string or a user object, got {}", kind_of(other)),
+                format!(
+                    "expected a string or a user object, got {}",
+                    json_kind(other)
+                ),
             ));
             (None, None)
         }
@@ -371,7 +374,7 @@ pub fn decode_event(path: &str, value: &Value, errors: &mut Vec<FieldError>) -> 
         (Some(other), _) => {
             errors.push(FieldError::new(
                 field("properties"),
-                format!("expected an object, got {}", kind_of(other)),
+                format!("expected an object, got {}", json_kind(other)),
             ));
             None
         }
@@ -424,7 +427,7 @@ fn decode_user(
         other => {
             errors.push(FieldError::new(
                 format!("{path}.country"),
-                format!("expected a string, got {}", kind_of(other)),
+                format!("expected a string, got {}", json_kind(other)),
             ));
             None
         }
@@ -466,7 +469,7 @@ fn decode_properties(
             _ => {
                 errors.push(FieldError::new(
                     format!("{path}.amount"),
-                    format!("expected a number, got {}", kind_of(&value)),
+                    format!("expected a number, got {}", json_kind(&value)),
                 ));
                 None
             }
@@ -513,7 +516,7 @@ fn string_field(path: &str, value: &Value, errors: &mut Vec<FieldError>) -> Opti
         other => {
             errors.push(FieldError::new(
                 path,
-                format!("expected a string, got {}", kind_of(other)),
+                format!("expected a string, got {}", json_kind(other)),
             ));
             None
         }
@@ -535,7 +538,7 @@ fn enum_field<E: WireEnum>(path: &str, value: &Value, errors: &mut Vec<FieldErro
         other => {
             errors.push(FieldError::new(
                 path,
-                format!("expected a string, got {}", kind_of(other)),
+                format!("expected a string, got {}", json_kind(other)),
             ));
             None
         }
@@ -556,7 +559,7 @@ fn timestamp_field(path: &str, value: &Value, errors: &mut Vec<FieldError>) -> O
                 path,
                 format!(
                     "expected an RFC 3339 date-time string, got {}",
-                    kind_of(other)
+                    json_kind(other)
                 ),
             ));
             None
@@ -564,7 +567,7 @@ fn timestamp_field(path: &str, value: &Value, errors: &mut Vec<FieldError>) -> O
     }
 }
 
-fn kind_of(value: &Value) -> &'static str {
+pub fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

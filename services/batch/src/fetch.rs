@@ -21,6 +21,7 @@ use std::{
     },
     time::{Duration, Instant, SystemTime},
 };
+use vesper::wire::json_kind;
 
 use reqwest::{
     Client, RequestBuilder, Response, StatusCode, Url,
@@ -35,7 +36,6 @@ use vesper::Shutdown;
 use crate::{
     BatchError, Record,
     field::FieldPath,
-    pagination::kind,
     redact::{self, Credentials},
     spec::{Pipeline, RetryPolicy, RunLimits},
 };
@@ -56,7 +56,7 @@ pub(crate) fn http_client() -> Result<Client, BatchError> {
         .user_agent(USER_AGENT)
         .redirect(redirect::Policy::none())
         .build()
-        .map_err(|err| BatchError::Client(error_chain(&err)))
+        .map_err(|err| BatchError::Client(vesper::error::error_chain(&err)))
 }
 
 /// Builds every request the engine sends. It is the one place that does,
@@ -291,14 +291,12 @@ impl Fetcher {
                 limit: self.retry.max_retry_after,
             });
         }
-        let doubling = 1u32.checked_shl(attempt - 1).unwrap_or(u32::MAX);
-        let cap = self
-            .retry
-            .initial_backoff
-            .saturating_mul(doubling)
-            .min(self.retry.max_backoff);
-        let cap_nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
-        let jittered = Duration::from_nanos(rand::random_range(0..=cap_nanos));
+        let bound = vesper::retry::backoff_bound(
+            self.retry.initial_backoff,
+            self.retry.max_backoff,
+            attempt,
+        );
+        let jittered = vesper::retry::full_jitter(bound);
         Ok(jittered.max(retry_after.unwrap_or_default()))
     }
 
@@ -482,14 +480,14 @@ impl Fetcher {
         if err.is_builder() || err.is_redirect() {
             return Failure::Fatal(BatchError::Request {
                 url: self.show(url),
-                message: error_chain(&err.without_url()),
+                message: vesper::error::error_chain(&err.without_url()),
             });
         }
         if err.is_timeout() {
             return self.timed_out();
         }
         Failure::Transient {
-            reason: error_chain(&err.without_url()),
+            reason: vesper::error::error_chain(&err.without_url()),
             retry_after: None,
         }
     }
@@ -572,21 +570,6 @@ fn truncate(text: &str) -> String {
     redact::shorten(&text, MAX_MESSAGE_CHARS)
 }
 
-/// An error with its causes, "a: b: c" (reqwest's own text is terse).
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 fn round_to_millis(duration: Duration) -> Duration {
     Duration::from_millis(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }
@@ -611,7 +594,7 @@ fn take_records(body: &mut Value, path: Option<&FieldPath>) -> Result<Vec<Record
             let place = path.map_or_else(|| "the response".to_owned(), |path| path.to_string());
             return Err(format!(
                 "{place} is {}, not an array of records",
-                kind(&other)
+                json_kind(&other)
             ));
         }
     };
@@ -622,7 +605,7 @@ fn take_records(body: &mut Value, path: Option<&FieldPath>) -> Result<Vec<Record
             Value::Object(record) => Ok(record),
             other => Err(format!(
                 "record {index} is {}; a record must be a JSON object",
-                kind(&other)
+                json_kind(&other)
             )),
         })
         .collect()

@@ -16,6 +16,7 @@
 //! whose reason the engine cannot know.
 
 use std::collections::HashMap;
+use vesper::wire::json_kind;
 
 use reqwest::{Url, header::HeaderMap};
 use serde_json::Value;
@@ -431,7 +432,7 @@ impl<'a> Pager<'a> {
                 Some(other) => Err(format!(
                     "{path} (pagination.has_more) on page {} is {}, not a boolean",
                     self.pages,
-                    kind(other)
+                    json_kind(other)
                 )),
                 None => Err(format!(
                     "the response has no {path} (pagination.has_more) on page {}",
@@ -742,7 +743,7 @@ impl<'a> Pager<'a> {
             Some(Value::String(_)) => Err(problem(format!("has an empty {field}"))),
             Some(other) => Err(problem(format!(
                 "has {field} {}, not a string or a number",
-                kind(other)
+                json_kind(other)
             ))),
         }
     }
@@ -896,7 +897,10 @@ fn integer(path: &FieldPath, body: &Value) -> Result<i64, String> {
         Some(Value::String(text)) => text
             .parse()
             .map_err(|_| format!("{path} is {text:?}, not a whole number")),
-        Some(other) => Err(format!("{path} is {}, not a whole number", kind(other))),
+        Some(other) => Err(format!(
+            "{path} is {}, not a whole number",
+            json_kind(other)
+        )),
         None => Err(format!("the response has no {path}")),
     }
 }
@@ -915,19 +919,7 @@ fn token(path: &FieldPath, value: &Value) -> Result<Option<String>, String> {
         Value::String(text) if text.is_empty() => Ok(None),
         Value::String(text) => Ok(Some(text.clone())),
         Value::Number(number) => Ok(Some(number.to_string())),
-        other => Err(format!("{path} is {}, not a string", kind(other))),
-    }
-}
-
-/// "an object", "a string", ... for messages.
-pub(crate) fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+        other => Err(format!("{path} is {}, not a string", json_kind(other))),
     }
 }
 

@@ -61,7 +61,7 @@ impl Generator {
         let client = reqwest::Client::builder()
             .timeout(PUSH_TIMEOUT)
             .build()
-            .map_err(|err| DataSourceError::HttpClient(error_chain(&err)))?;
+            .map_err(|err| DataSourceError::HttpClient(vesper::error::error_chain(&err)))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -226,7 +226,8 @@ impl Inner {
                     ))
                 }
                 Err(err) => {
-                    let reason = format!("webhook unreachable: {}", error_chain(&err));
+                    let reason =
+                        format!("webhook unreachable: {}", vesper::error::error_chain(&err));
                     vesper::telemetry::record_error(&span, &reason);
                     Err(reason)
                 }
@@ -300,22 +301,6 @@ fn random_between(min: Duration, max: Duration) -> Duration {
     let span = max - min;
     let nanos = rand::rng().random_range(0..=span.as_nanos());
     min + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
-}
-
-/// An error with its causes, `outer: inner: root` (reqwest's own message
-/// leaves out why a request failed, e.g. "connection refused").
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(inner) = cause {
-        let inner_text = inner.to_string();
-        if !text.contains(&inner_text) {
-            text.push_str(": ");
-            text.push_str(&inner_text);
-        }
-        cause = inner.source();
-    }
-    text
 }
 
 /// The first `limit` characters of `text`, on one line.

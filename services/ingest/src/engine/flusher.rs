@@ -66,7 +66,7 @@ impl IngestEngine {
                 Err(err) => {
                     failures = failures.saturating_add(1);
                     let bound = backoff_bound(&self.shared.config, failures);
-                    let delay = full_jitter(bound);
+                    let delay = vesper::retry::full_jitter(bound);
                     retry_at = Some(tokio::time::Instant::now() + delay);
                     self.shared.lock().retry_after = bound;
                     tracing::warn!(error = %err, failures, retry_in_ms = delay.as_millis() as u64, "flush failed; the events stay in the write-ahead log and are retried");
@@ -456,40 +456,7 @@ async fn put_object(
     result.map(|_| ())
 }
 
+/// The bound of the wait before retry number `failures`.
 pub(super) fn backoff_bound(config: &IngestConfig, failures: u32) -> Duration {
-    let exponent = failures.saturating_sub(1).min(20);
-    config
-        .retry_initial
-        .saturating_mul(1 << exponent)
-        .min(config.retry_max)
-}
-
-/// A uniformly random wait up to `bound` ("full jitter"), so that many
-/// instances retrying a recovered storage do not arrive together.
-pub(super) fn full_jitter(bound: Duration) -> Duration {
-    use rand::Rng;
-    let millis = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rand::rng().random_range(0..=millis))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_and_jitter_stays_below_it() {
-        let config = IngestConfig {
-            retry_initial: Duration::from_millis(100),
-            retry_max: Duration::from_secs(1),
-            ..IngestConfig::new("unused")
-        };
-        let bounds: Vec<_> = (1..=6)
-            .map(|failures| backoff_bound(&config, failures).as_millis())
-            .collect();
-        assert_eq!(bounds, [100, 200, 400, 800, 1000, 1000]);
-        assert_eq!(backoff_bound(&config, u32::MAX), Duration::from_secs(1));
-        for _ in 0..100 {
-            assert!(full_jitter(Duration::from_millis(50)) <= Duration::from_millis(50));
-        }
-    }
+    vesper::retry::backoff_bound(config.retry_initial, config.retry_max, failures)
 }
