@@ -2,10 +2,15 @@
 //! errors and their codes, defaults and caps, the deliberate faults, the
 //! generator controls, and a shutdown that cuts stalls short.
 
-use std::{collections::HashSet, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Notify};
 use tonic::Code;
+use tracing::span;
+use tracing_subscriber::{
+    layer::{Context, Layer},
+    prelude::*,
+};
 use vesper::grpc::TracedChannel;
 use vesper::{
     Shutdown,
@@ -192,8 +197,30 @@ async fn unfiltered_events_fail_at_the_fault_rate() {
     server.stop().await;
 }
 
-#[tokio::test]
+/// Wakes a waiter each time a span named `name` opens: the observable
+/// sign that a handler instrumented with it has begun.
+struct SpanOpened {
+    name: &'static str,
+    opened: Arc<Notify>,
+}
+
+impl<S: tracing::Subscriber> Layer<S> for SpanOpened {
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, _: &span::Id, _: Context<'_, S>) {
+        if attrs.metadata().name() == self.name {
+            self.opened.notify_one();
+        }
+    }
+}
+
+// One thread: the handler runs where the test's subscriber is in force.
+#[tokio::test(flavor = "current_thread")]
 async fn shutdown_cuts_a_stall_short() {
+    let opened = Arc::new(Notify::new());
+    let _subscriber =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(SpanOpened {
+            name: "generate_events",
+            opened: Arc::clone(&opened),
+        }));
     let server = serve(FaultPolicy {
         fault_rate: 0.0,
         stall_rate: 1.0,
@@ -214,8 +241,11 @@ async fn shutdown_cuts_a_stall_short() {
             })
             .await
     });
-    // Let the call reach its stall.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The handler has begun, and on this one thread it yields only at
+    // its stall.
+    tokio::time::timeout(Duration::from_secs(20), opened.notified())
+        .await
+        .expect("the call reaches the server within 20 s");
     assert!(!call.is_finished());
     server.stop().await;
     let answer = call.await.expect("task").expect("answered, not dropped");
