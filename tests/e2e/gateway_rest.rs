@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use vesper::{config::PeerAddr, wire::user_json};
 use vesper_datasource::{DataSet, DataSourceConfig, FaultPolicy, GeneratorConfig};
 use vesper_gateway::GatewayConfig;
-use vesper_tests::{FreePort, eventually};
+use vesper_tests::{FreePort, eventually, unserved_addr};
 
 const SEED: u64 = 7;
 
@@ -45,55 +45,39 @@ fn start_datasource_on(port: FreePort, faults: FaultPolicy) -> Service {
 struct Gateway {
     service: Service,
     client: reqwest::Client,
-    /// Where the gateway's other peers are: nothing serves there.
-    _unserved: FreePort,
 }
 
 impl Gateway {
     async fn start(datasource: PeerAddr) -> Self {
-        let unserved = FreePort::new();
+        // The gateway's other peers are down.
         let mut config =
-            GatewayConfig::all_peers_at(unserved.addr().to_string().parse().expect("peer"));
+            GatewayConfig::all_peers_at(unserved_addr().to_string().parse().expect("peer"));
         config.datasource = datasource;
         Self {
             service: spawn_gateway(config).await,
             client: http_client(),
-            _unserved: unserved,
         }
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .get(self.service.url(path))
-            .send()
-            .await
-            .expect("request");
-        Self::read(response).await
+        Self::read(self.send(self.client.get(self.service.url(path))).await).await
     }
 
     async fn post(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .post(self.service.url(path))
-            .send()
-            .await
-            .expect("request");
-        Self::read(response).await
+        Self::read(self.send(self.client.post(self.service.url(path))).await).await
     }
 
     /// Status and the raw body text, for byte-exact comparisons.
     async fn get_text(&self, path: &str) -> (u16, String) {
-        let response = self
-            .client
-            .get(self.service.url(path))
-            .send()
-            .await
-            .expect("request");
+        let response = self.send(self.client.get(self.service.url(path))).await;
         (
             response.status().as_u16(),
             response.text().await.expect("body"),
         )
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> reqwest::Response {
+        request.send().await.expect("the gateway answers")
     }
 
     async fn read(response: reqwest::Response) -> (u16, Value) {

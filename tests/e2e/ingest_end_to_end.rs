@@ -5,7 +5,7 @@ mod kit;
 
 use std::{collections::BTreeSet, time::Duration};
 
-use kit::{http_client, ingest_config, spawn_gateway, spawn_ingest, spawn_storage};
+use kit::{get_json, http_client, ingest_config, spawn_gateway, spawn_ingest, spawn_storage};
 use serde_json::{Value, json};
 use vesper::v1::{Event, FlushRequest, IngestRequest, StatsRequest};
 use vesper_gateway::GatewayConfig;
@@ -213,14 +213,7 @@ async fn accepted_events_land_once_in_the_partition_of_their_own_hour() {
     assert_eq!((stats.flushed_events, stats.buffered_events), (5, 0));
     assert!(stats.storage_healthy);
 
-    let health: Value = http
-        .get(gateway.url("/health"))
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("json");
+    let health = get_json(&gateway.url("/health")).await;
     assert_eq!(health["accepted"], 5);
     assert_eq!(health["batch_size"], 4);
 

@@ -18,8 +18,8 @@ use std::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use kit::{
-    MAX_OBJECT_SIZE, http_client, ingest_config, spawn_gateway, spawn_ingest, spawn_ingest_with,
-    spawn_storage,
+    MAX_OBJECT_SIZE, get_json, http_client, ingest_config, spawn_gateway, spawn_ingest,
+    spawn_ingest_with, spawn_storage,
 };
 use serde_json::{Value, json};
 use vesper::v1::{FlushRequest, StatsRequest};
@@ -137,14 +137,7 @@ async fn a_storage_outage_fills_the_log_to_its_bound_then_everything_arrives() {
         .await
         .expect_err("storage is down");
     assert_eq!(flush.code(), tonic::Code::Unavailable);
-    let health: Value = http
-        .get(gateway.url("/health"))
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("json");
+    let health = get_json(&gateway.url("/health")).await;
     assert_eq!(health["storage_healthy"], false);
 
     // Storage comes back: the log drains by itself and acceptance resumes

@@ -27,7 +27,7 @@ pub use grpcurl::{Grpcurl, GrpcurlError};
 pub use lake::{lake_event_ids, lake_records};
 pub use memory::{peak_rss_bytes, peak_rss_line, rss_bytes};
 pub use otlp::{OtlpCollector, OtlpTransport, ReceivedSpan};
-pub use port::FreePort;
+pub use port::{FreePort, unserved_addr};
 pub use process::{VesperProcess, vesper_bin};
 pub use prometheus::{Sample, Scrape};
 pub use relay::Relay;

@@ -1,7 +1,7 @@
 //! Free ports that stay ours: a port released and bound again can be taken
 //! by another process in between.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::OnceLock};
 
 use tokio::net::{TcpListener, TcpSocket};
 
@@ -40,4 +40,11 @@ impl Default for FreePort {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// An address on 127.0.0.1 where nothing listens, held for the life of the
+/// test process: a peer that is down, whose port no one else can take.
+pub fn unserved_addr() -> SocketAddr {
+    static PORT: OnceLock<FreePort> = OnceLock::new();
+    PORT.get_or_init(FreePort::new).addr()
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::{net::TcpListener, sync::mpsc};
 use vesper::{Shutdown, config::Range};
 use vesper_datasource::{DataSourceConfig, DataSourceService, FaultPolicy, GeneratorConfig};
-use vesper_tests::{FreePort, eventually};
+use vesper_tests::{eventually, unserved_addr};
 
 /// A webhook that records every body and answers `status`.
 async fn receiver(status: StatusCode) -> (String, mpsc::UnboundedReceiver<Value>, Shutdown) {
@@ -217,8 +217,7 @@ async fn refused_and_unreachable_pushes_are_counted_not_retried() {
     receiver_stop.trigger();
 
     // Nothing serves at all: the generator keeps going and counts.
-    let unserved = FreePort::new();
-    let dead_url = format!("http://{}/webhook/events", unserved.addr());
+    let dead_url = format!("http://{}/webhook/events", unserved_addr());
     let service =
         DataSourceService::new(fast_generator(&dead_url, 3), shutdown.clone()).expect("service");
     let generator = service.generator().clone();

@@ -200,6 +200,19 @@ pub async fn spawn_batch(engine: Arc<BatchEngine>) -> Service {
     .await
 }
 
+/// The JSON that a GET of `url` answers, whatever its status.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let response = http_client()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|err| panic!("GET {url}: {err}"));
+    response
+        .json()
+        .await
+        .unwrap_or_else(|err| panic!("GET {url}: not JSON: {err}"))
+}
+
 /// An HTTP client that gives up on a silent server.
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
