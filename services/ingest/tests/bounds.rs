@@ -4,8 +4,6 @@
 //! object storage refuses for good (moved to the dead-letter directory
 //! after bounded tries, never blocking the log).
 
-mod common;
-
 use std::{
     collections::BTreeMap,
     path::Path,
@@ -18,13 +16,21 @@ use std::{
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use common::test_config;
 use vesper::v1::Event;
 use vesper_ingest::{DEAD_LETTER_DIR, IngestConfig, IngestEngine, dead_letter_name};
 use vesper_storage::{
     FsStore, ListPage, ObjectKey, ObjectMeta, ObjectStore, PutOptions, StorageError,
 };
 use vesper_tests::{event_id, lake_event_ids, upstream_event};
+
+/// An engine config for tests: the log in `wal_dir`, quick retries.
+fn test_config(wal_dir: &Path) -> IngestConfig {
+    IngestConfig {
+        retry_initial: Duration::from_millis(50),
+        retry_max: Duration::from_millis(500),
+        ..IngestConfig::new(wal_dir)
+    }
+}
 
 /// A directory lake that can be switched off (every write UNAVAILABLE)
 /// and that refuses for good the objects of one hour partition.
