@@ -15,7 +15,9 @@ use vesper::{
     grpc::TracedChannel,
     v1::{Event, FlushRequest, IngestRequest, event_ingest_client::EventIngestClient},
 };
-use vesper_tests::{VesperProcess, eventually, lake_event_ids};
+use vesper_tests::{
+    VesperProcess, assert_each_acknowledged_event_once, eventually, lake_event_ids,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vesper");
 
@@ -127,19 +129,7 @@ async fn sigkill_mid_stream_loses_and_duplicates_no_acknowledged_event() {
         .await
         .expect("flush after restart")
         .into_inner();
-    let in_lake = lake_event_ids(lake.path());
-    let missing: Vec<_> = acknowledged
-        .iter()
-        .filter(|id| !in_lake.contains_key(*id))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged events are missing, e.g. {:?}",
-        missing.len(),
-        missing.first()
-    );
-    let copies: Vec<_> = in_lake.iter().filter(|(_, count)| **count > 1).collect();
-    assert!(copies.is_empty(), "events in the lake twice: {copies:?}");
+    let in_lake = assert_each_acknowledged_event_once(lake.path(), &acknowledged);
     assert!(
         in_lake.len() >= acknowledged.len(),
         "{} in the lake, {} acknowledged",

@@ -31,7 +31,10 @@ use vesper_ingest::{
 use vesper_storage::{
     FsStore, ListPage, ObjectKey, ObjectMeta, ObjectStore, PutOptions, StorageError,
 };
-use vesper_tests::{Relay, event_id, eventually, lake_event_ids, lake_records, upstream_event};
+use vesper_tests::{
+    Relay, assert_each_acknowledged_event_once, event_id, eventually, lake_event_ids, lake_records,
+    upstream_event,
+};
 
 fn batch(series: u32, range: std::ops::Range<u32>) -> (Value, Vec<String>) {
     let ids: Vec<String> = range.map(|n| event_id(series, n)).collect();
@@ -151,20 +154,7 @@ async fn a_storage_outage_fills_the_log_to_its_bound_then_everything_arrives() {
     )
     .await;
     client.flush(FlushRequest {}).await.expect("flush");
-    let in_lake = lake_event_ids(lake.path());
-    let missing: Vec<_> = acknowledged
-        .iter()
-        .filter(|id| !in_lake.contains_key(*id))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged events missing",
-        missing.len()
-    );
-    assert!(
-        in_lake.values().all(|count| *count == 1),
-        "copies in the lake"
-    );
+    let in_lake = assert_each_acknowledged_event_once(lake.path(), &acknowledged);
     assert_eq!(
         in_lake.len(),
         acknowledged.len(),

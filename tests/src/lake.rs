@@ -64,3 +64,26 @@ pub fn lake_event_ids(lake: &Path) -> BTreeMap<String, usize> {
     }
     ids
 }
+
+/// Asserts that the lake holds every `acknowledged` event and no event
+/// twice, and returns its event ids (an event may be there that was never
+/// acknowledged, as when a process died before it answered).
+pub fn assert_each_acknowledged_event_once<'a>(
+    lake: &Path,
+    acknowledged: impl IntoIterator<Item = &'a String>,
+) -> BTreeMap<String, usize> {
+    let in_lake = lake_event_ids(lake);
+    let missing: Vec<&String> = acknowledged
+        .into_iter()
+        .filter(|id| !in_lake.contains_key(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events are missing from the lake, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    let copies: Vec<_> = in_lake.iter().filter(|(_, count)| **count > 1).collect();
+    assert!(copies.is_empty(), "events in the lake twice: {copies:?}");
+    in_lake
+}
