@@ -4,10 +4,10 @@
 //! in the lake exactly once after a SIGKILL and a restart. The limits are
 //! listed in docs/ingest.md and docs/limits.md.
 
-use std::{collections::HashMap, path::Path};
+use std::path::Path;
 
 use serde_json::{Value, json};
-use vesper_tests::{Grpcurl, VesperProcess};
+use vesper_tests::{Grpcurl, VesperProcess, lake_event_ids};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vesper");
 
@@ -85,30 +85,6 @@ fn peak_rss(pid: u32) -> u64 {
         })
         .map(|kib| kib * 1024)
         .expect("VmHWM")
-}
-
-fn lake_event_ids(lake: &Path) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    let mut pending = vec![lake.join("events")];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-                continue;
-            }
-            let text = std::fs::read_to_string(&path).expect("object");
-            for line in text.lines() {
-                let record: Value = serde_json::from_str(line).expect("an NDJSON record");
-                let id = record["event_id"].as_str().expect("event_id").to_owned();
-                *counts.entry(id).or_default() += 1;
-            }
-        }
-    }
-    counts
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! and the service starts.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
@@ -15,7 +15,9 @@ use vesper::{
     grpc::TracedChannel,
     v1::{Event, FlushRequest, IngestRequest, event_ingest_client::EventIngestClient},
 };
-use vesper_tests::VesperProcess;
+use vesper_tests::{
+    VesperProcess, assert_each_acknowledged_event_once, eventually, lake_event_ids,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vesper");
 
@@ -76,30 +78,6 @@ fn client(process: &VesperProcess) -> EventIngestClient<TracedChannel> {
     EventIngestClient::new(vesper::grpc::connect_lazy(&peer))
 }
 
-/// Every event id in the lake's event objects, with its number of copies.
-fn lake_ids(lake: &Path) -> BTreeMap<String, usize> {
-    let mut ids = BTreeMap::new();
-    let mut stack: Vec<PathBuf> = vec![lake.join("events")];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|ext| ext == "ndjson") {
-                for line in std::fs::read_to_string(&path).expect("object").lines() {
-                    let record: Value = serde_json::from_str(line).expect("json line");
-                    let id = record["event_id"].as_str().expect("event_id").to_owned();
-                    *ids.entry(id).or_default() += 1;
-                }
-            }
-        }
-    }
-    ids
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_loses_and_duplicates_no_acknowledged_event() {
     let lake = tempfile::tempdir().expect("lake");
@@ -132,19 +110,18 @@ async fn sigkill_mid_stream_loses_and_duplicates_no_acknowledged_event() {
             }
         }));
     }
-    let enough = tokio::time::timeout(Duration::from_secs(30), async {
-        while acknowledged.lock().expect("lock").len() < 600 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
+    eventually(
+        "600 acknowledged events",
+        Duration::from_secs(30),
+        async || acknowledged.lock().expect("lock").len() >= 600,
+    )
     .await;
-    assert!(enough.is_ok(), "the clients got too few acknowledgements");
     ingest.kill();
     for sender in senders {
         sender.await.expect("sender task");
     }
     let acknowledged = acknowledged.lock().expect("lock").clone();
-    let before_restart = lake_ids(lake.path());
+    let before_restart = lake_event_ids(lake.path());
 
     let ingest = start_ingest(&storage, wal.path(), &flags);
     let flushed = client(&ingest)
@@ -152,19 +129,7 @@ async fn sigkill_mid_stream_loses_and_duplicates_no_acknowledged_event() {
         .await
         .expect("flush after restart")
         .into_inner();
-    let in_lake = lake_ids(lake.path());
-    let missing: Vec<_> = acknowledged
-        .iter()
-        .filter(|id| !in_lake.contains_key(*id))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged events are missing, e.g. {:?}",
-        missing.len(),
-        missing.first()
-    );
-    let copies: Vec<_> = in_lake.iter().filter(|(_, count)| **count > 1).collect();
-    assert!(copies.is_empty(), "events in the lake twice: {copies:?}");
+    let in_lake = assert_each_acknowledged_event_once(lake.path(), &acknowledged);
     assert!(
         in_lake.len() >= acknowledged.len(),
         "{} in the lake, {} acknowledged",
@@ -223,7 +188,7 @@ async fn a_resend_after_sigkill_and_restart_is_counted_as_duplicates() {
         .into_inner();
     assert_eq!((resent.accepted, resent.duplicates), (0, 35));
     grpc.flush(FlushRequest {}).await.expect("flush");
-    let in_lake = lake_ids(lake.path());
+    let in_lake = lake_event_ids(lake.path());
     assert_eq!(in_lake.len(), 35);
     assert!(in_lake.values().all(|count| *count == 1), "{in_lake:?}");
 }
@@ -273,7 +238,7 @@ async fn a_torn_log_tail_is_cut_with_a_warning_and_complete_records_are_kept() {
     );
     let mut grpc = client(&ingest);
     grpc.flush(FlushRequest {}).await.expect("flush");
-    let in_lake = lake_ids(lake.path());
+    let in_lake = lake_event_ids(lake.path());
     let expected: BTreeSet<String> = (0..20).map(|n| event_id(9, n)).collect();
     assert_eq!(in_lake.keys().cloned().collect::<BTreeSet<_>>(), expected);
 

@@ -9,7 +9,7 @@ use std::{
 };
 
 use serde_json::Value;
-use vesper_tests::{Grpcurl, VesperProcess};
+use vesper_tests::{Grpcurl, VesperProcess, eventually_blocking, lake_records};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vesper");
 
@@ -97,14 +97,9 @@ impl Workdir {
 
     /// Every record of the webhook objects.
     fn events(&self) -> Vec<Value> {
-        self.files("events")
-            .iter()
-            .flat_map(|file| {
-                let text = std::fs::read_to_string(self.lake().join(file)).expect("event object");
-                text.lines()
-                    .map(|line| serde_json::from_str(line).expect("an NDJSON record"))
-                    .collect::<Vec<Value>>()
-            })
+        lake_records(&self.lake(), "events")
+            .into_values()
+            .flatten()
             .collect()
     }
 
@@ -114,17 +109,6 @@ impl Workdir {
             .iter()
             .map(|record| record["event_id"].as_str().expect("event_id").to_owned())
             .collect()
-    }
-}
-
-fn wait_until(what: &str, timeout: Duration, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen within {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -148,7 +132,7 @@ fn stop(mut process: VesperProcess) {
 fn up_fills_the_lake_stops_cleanly_and_resumes_without_duplicates() {
     let work = Workdir::new();
     let up = work.up(&[]);
-    wait_until(
+    eventually_blocking(
         "events, snapshots and sample data in the lake",
         Duration::from_secs(90),
         || {
@@ -193,8 +177,15 @@ fn up_fills_the_lake_stops_cleanly_and_resumes_without_duplicates() {
 
     // A second start replays the WAL and finds the sample data: nothing is
     // written twice.
-    let again = work.up(&["--no-generator", "--no-pipelines"]);
-    std::thread::sleep(Duration::from_secs(2));
+    let again = work.up_with_env(
+        &["--no-generator", "--no-pipelines"],
+        &[("RUST_LOG", "info".to_owned())],
+    );
+    eventually_blocking(
+        "the restart to find the sample data in the lake",
+        Duration::from_secs(30),
+        || again.log().contains("sample data already in the lake"),
+    );
     stop(again);
     assert_eq!(
         work.files("events"),
@@ -230,7 +221,7 @@ fn with_signing_on_up_refuses_unsigned_calls_and_still_takes_its_own_events() {
         .send()
         .expect("webhook answers");
     assert_eq!(unsigned.status(), 401);
-    wait_until(
+    eventually_blocking(
         "the generator's signed pushes in the lake",
         Duration::from_secs(60),
         || !work.files("events").is_empty(),

@@ -5,19 +5,17 @@ use std::time::Duration;
 use vesper::config::PeerAddr;
 use vesper_gateway::{GatewayConfig, REQUEST_ID_HEADER};
 
-/// An address where nothing listens: a port bound and released.
-async fn dead_peer() -> PeerAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    drop(listener);
-    addr.to_string().parse().expect("peer")
+/// A peer that is down.
+fn dead_peer() -> PeerAddr {
+    vesper_tests::unserved_addr()
+        .to_string()
+        .parse()
+        .expect("peer")
 }
 
 #[tokio::test]
 async fn health_is_degraded_not_failed_when_peers_are_down() {
-    let config = GatewayConfig::all_peers_at(dead_peer().await);
+    let config = GatewayConfig::all_peers_at(dead_peer());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -15,12 +15,12 @@ use vesper_gateway::GatewayConfig;
 /// against hanging, never what a test decides on.
 const GUARD: Duration = Duration::from_secs(20);
 
-/// An address where nothing listens: a port bound and released.
-async fn dead_peer() -> PeerAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    drop(listener);
-    addr.to_string().parse().expect("peer")
+/// A peer that is down.
+fn dead_peer() -> PeerAddr {
+    vesper_tests::unserved_addr()
+        .to_string()
+        .parse()
+        .expect("peer")
 }
 
 struct Gateway {
@@ -73,7 +73,7 @@ async fn time_until_closed(stream: &mut TcpStream) -> Duration {
 
 #[tokio::test]
 async fn a_half_sent_header_loses_its_connection_after_the_header_timeout() {
-    let mut config = GatewayConfig::all_peers_at(dead_peer().await);
+    let mut config = GatewayConfig::all_peers_at(dead_peer());
     config.server.header_read_timeout = Duration::from_millis(300);
     config.server.idle_timeout = Duration::from_secs(3600);
     let gateway = Gateway::start(config).await;
@@ -113,7 +113,7 @@ async fn a_half_sent_header_loses_its_connection_after_the_header_timeout() {
 
 #[tokio::test]
 async fn a_stalled_body_gets_408_naming_the_flag() {
-    let mut config = GatewayConfig::all_peers_at(dead_peer().await);
+    let mut config = GatewayConfig::all_peers_at(dead_peer());
     config.body_read_timeout = Duration::from_millis(300);
     let gateway = Gateway::start(config).await;
     let mut stream = TcpStream::connect(gateway.addr).await.expect("connect");
@@ -172,7 +172,7 @@ async fn requests_past_the_in_flight_limit_get_503_with_retry_after() {
 
 #[tokio::test]
 async fn cross_site_posts_are_refused_and_other_clients_are_not() {
-    let mut config = GatewayConfig::all_peers_at(dead_peer().await);
+    let mut config = GatewayConfig::all_peers_at(dead_peer());
     config.allowed_origins = vec!["https://dashboard.example".parse().expect("origin")];
     let gateway = Gateway::start(config).await;
     let client = client();
@@ -232,7 +232,7 @@ async fn cross_site_posts_are_refused_and_other_clients_are_not() {
 
 #[tokio::test]
 async fn random_methods_do_not_create_metric_series() {
-    let gateway = Gateway::start(GatewayConfig::all_peers_at(dead_peer().await)).await;
+    let gateway = Gateway::start(GatewayConfig::all_peers_at(dead_peer())).await;
     let client = client();
     for n in 0..100 {
         let method = reqwest::Method::from_bytes(format!("RANDOM{n}").as_bytes()).expect("method");

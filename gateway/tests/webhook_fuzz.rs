@@ -26,10 +26,7 @@ fn router() -> Router {
     ROUTER
         .get_or_init(|| {
             let _guard = runtime().enter();
-            // A port bound and released: nothing listens there.
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            let dead = listener.local_addr().expect("addr").to_string();
-            drop(listener);
+            let dead = vesper_tests::unserved_addr().to_string();
             vesper_gateway::router(GatewayConfig::all_peers_at(dead.parse().expect("peer")))
         })
         .clone()

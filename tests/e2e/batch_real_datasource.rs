@@ -2,47 +2,30 @@
 //! gateway (faults on, as upstream), writing through a real Storage service
 //! into a directory lake.
 
+mod kit;
+
 use std::{collections::HashSet, sync::Arc};
 
+use kit::{MAX_OBJECT_SIZE, Service, spawn_datasource, spawn_gateway, spawn_storage};
 use serde_json::Value;
-use tokio::net::TcpListener;
-use vesper::{Shutdown, config::PeerAddr};
+use vesper::Shutdown;
 use vesper_batch::{BatchEngine, MANIFEST_NAME, Manifest, Pipelines, Quiet, RunReport};
 use vesper_datasource::{DataSourceConfig, FaultPolicy, GeneratorConfig};
 use vesper_gateway::GatewayConfig;
-use vesper_storage::{FsStore, ObjectKey, ObjectStore, RemoteStore};
-
-const OBJECT_LIMIT: u64 = 64 * 1024 * 1024;
+use vesper_storage::{ObjectKey, ObjectStore, RemoteStore};
 
 struct Mesh {
     store: Arc<dyn ObjectStore>,
     api: String,
-    shutdown: Shutdown,
+    _services: [Service; 3],
     _lake: tempfile::TempDir,
 }
 
 impl Mesh {
     async fn start() -> Self {
-        let shutdown = Shutdown::new();
         let lake = tempfile::tempdir().expect("temp dir");
-        let fs: Arc<dyn ObjectStore> = Arc::new(
-            FsStore::open(lake.path(), OBJECT_LIMIT)
-                .await
-                .expect("lake"),
-        );
-
-        let storage = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let storage_peer = peer(&storage);
-        tokio::spawn(vesper_storage::serve(
-            storage,
-            fs,
-            OBJECT_LIMIT,
-            shutdown.signalled(),
-        ));
-
-        let datasource = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let datasource_peer = peer(&datasource);
-        let config = DataSourceConfig {
+        let storage = spawn_storage(lake.path()).await;
+        let datasource = spawn_datasource(DataSourceConfig {
             seed: 42,
             // The upstream's own unreliability: 10% 503s, 5% 10 s stalls.
             faults: FaultPolicy::UPSTREAM,
@@ -50,26 +33,13 @@ impl Mesh {
                 autostart: false,
                 ..GeneratorConfig::default()
             },
-        };
-        tokio::spawn(vesper_datasource::serve(
-            datasource,
-            config,
-            shutdown.signalled(),
-        ));
-
-        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let api = format!("http://{}/api/", http.local_addr().expect("addr"));
-        let gateway = GatewayConfig::all_peers_at(datasource_peer);
-        tokio::spawn(vesper_gateway::serve(
-            http,
-            vesper_gateway::router(gateway),
-            shutdown.signalled(),
-        ));
-
+        })
+        .await;
+        let gateway = spawn_gateway(GatewayConfig::all_peers_at(datasource.peer())).await;
         Self {
-            store: Arc::new(RemoteStore::connect_lazy(&storage_peer, OBJECT_LIMIT)),
-            api,
-            shutdown,
+            store: Arc::new(RemoteStore::connect_lazy(&storage.peer(), MAX_OBJECT_SIZE)),
+            api: gateway.url("/api/"),
+            _services: [storage, datasource, gateway],
             _lake: lake,
         }
     }
@@ -113,21 +83,6 @@ impl Mesh {
         }
         (manifest, records)
     }
-}
-
-impl Drop for Mesh {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
-}
-
-fn peer(listener: &TcpListener) -> PeerAddr {
-    listener
-        .local_addr()
-        .expect("addr")
-        .to_string()
-        .parse()
-        .expect("peer")
 }
 
 fn unique(records: &[Value], field: &str) -> HashSet<String> {

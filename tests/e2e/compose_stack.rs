@@ -491,7 +491,7 @@ async fn the_compose_services_run_as_written_against_s3() {
         assert_ne!(event["event_type"], "signup");
     }
 
-    // Traces reach "Jaeger" as the README describes them: a webhook call's
+    // Traces reach "Jaeger" as docs/observability.md describes them: a webhook call's
     // trace runs from the gateway into ingest; each write of its events to
     // the lake is a trace of its own (ingest's flush and storage's
     // PutObject), linked to the calls' traces. The health checks' probes,
@@ -533,7 +533,7 @@ async fn the_compose_services_run_as_written_against_s3() {
                 .any(|t| webhook_traces.contains(t))),
         "a flush links to the webhook calls whose events it writes"
     );
-    // The README finds a call's trace by its x-request-id.
+    // docs/observability.md finds a call's trace by its x-request-id.
     assert!(
         webhooks
             .iter()

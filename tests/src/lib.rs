@@ -8,20 +8,30 @@
 
 #![allow(clippy::print_stdout)]
 
+mod events;
 mod grpcurl;
+mod lake;
 mod memory;
 mod otlp;
+mod port;
 mod process;
 mod prometheus;
+mod relay;
 mod s3;
 mod tools;
 mod upstream;
+mod wait;
 
+pub use events::{event_id, upstream_event};
 pub use grpcurl::{Grpcurl, GrpcurlError};
+pub use lake::{assert_each_acknowledged_event_once, lake_event_ids, lake_records};
 pub use memory::{peak_rss_bytes, peak_rss_line, rss_bytes};
 pub use otlp::{OtlpCollector, OtlpTransport, ReceivedSpan};
+pub use port::{FreePort, unserved_addr};
 pub use process::{VesperProcess, vesper_bin};
 pub use prometheus::{Sample, Scrape};
+pub use relay::Relay;
 pub use s3::{ACCESS_KEY_ID, REGION, S3Server, SECRET_ACCESS_KEY, unique_bucket};
 pub use tools::{compose_config, docker_compose, tool, workspace_root};
 pub use upstream::{CONTENT_ITEMS, EventFaults, ReplicaOptions, USERS, UpstreamReplica};
+pub use wait::{eventually, eventually_blocking};

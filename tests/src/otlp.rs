@@ -5,7 +5,7 @@
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use axum::{
@@ -280,26 +280,31 @@ impl OtlpCollector {
         timeout: Duration,
         done: impl Fn(&[ReceivedSpan]) -> bool,
     ) -> Vec<ReceivedSpan> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let spans = self.spans();
-            if done(&spans) {
-                return spans;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the collector did not receive the expected spans within {timeout:?}; got: {:#?}",
-                spans
-                    .iter()
-                    .map(|s| (&s.service, &s.span.name, s.trace_id()))
-                    .collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let mut seen = Vec::new();
+        crate::eventually(SpansSoFar(self), timeout, async || {
+            seen = self.spans();
+            done(&seen)
+        })
+        .await;
+        seen
     }
 
     /// Stops the collector.
     pub fn stop(self) {
         let _ = self.stop.send(());
+    }
+}
+
+/// What a collector received, for the message of a wait that timed out.
+struct SpansSoFar<'a>(&'a OtlpCollector);
+
+impl std::fmt::Display for SpansSoFar<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let spans = self.0.spans();
+        let received: Vec<_> = spans
+            .iter()
+            .map(|s| (&s.service, &s.span.name, s.trace_id()))
+            .collect();
+        write!(f, "the expected spans; got: {received:#?}")
     }
 }

@@ -9,6 +9,7 @@ use serde_json::Value;
 use tokio::{net::TcpListener, sync::mpsc};
 use vesper::{Shutdown, config::Range};
 use vesper_datasource::{DataSourceConfig, DataSourceService, FaultPolicy, GeneratorConfig};
+use vesper_tests::{eventually, unserved_addr};
 
 /// A webhook that records every body and answers `status`.
 async fn receiver(status: StatusCode) -> (String, mpsc::UnboundedReceiver<Value>, Shutdown) {
@@ -36,6 +37,21 @@ async fn receiver(status: StatusCode) -> (String, mpsc::UnboundedReceiver<Value>
             .expect("receiver");
     });
     (format!("http://{addr}/webhook/events"), rx, shutdown)
+}
+
+/// Stops the receiver and returns how many bodies it took that were not
+/// received yet: once the channel closes, nothing more can arrive.
+async fn close_receiver(stop: Shutdown, bodies: &mut mpsc::UnboundedReceiver<Value>) -> usize {
+    stop.trigger();
+    let mut late = 0;
+    while tokio::time::timeout(Duration::from_secs(20), bodies.recv())
+        .await
+        .expect("the receiver closes within 20 s")
+        .is_some()
+    {
+        late += 1;
+    }
+    late
 }
 
 fn fast_generator(url: &str, batch: u32) -> DataSourceConfig {
@@ -164,11 +180,11 @@ async fn pushes_have_the_upstream_shape_with_duplicates() {
     assert_eq!(status.events_delivered, events_received as u64);
     assert_eq!(status.batches_failed, 0);
 
-    // Stopped means stopped: nothing more arrives.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(bodies.try_recv().is_err());
+    // Stopped means stopped: by the time the receiver has closed, it took
+    // nothing beyond what the generator had delivered when it stopped.
+    assert_eq!(close_receiver(receiver_stop, &mut bodies).await, 0);
+    assert_eq!(generator.status().batches_delivered, pushes.len() as u64);
     shutdown.trigger();
-    receiver_stop.trigger();
 }
 
 #[tokio::test]
@@ -200,19 +216,16 @@ async fn refused_and_unreachable_pushes_are_counted_not_retried() {
     );
     receiver_stop.trigger();
 
-    // Nothing listens at all: the generator keeps going and counts.
-    let dead = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let dead_url = format!("http://{}/webhook/events", dead.local_addr().expect("addr"));
-    drop(dead);
+    // Nothing serves at all: the generator keeps going and counts.
+    let dead_url = format!("http://{}/webhook/events", unserved_addr());
     let service =
         DataSourceService::new(fast_generator(&dead_url, 3), shutdown.clone()).expect("service");
     let generator = service.generator().clone();
     generator.start();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while generator.status().batches_failed < 3 {
-        assert!(tokio::time::Instant::now() < deadline, "no failed pushes");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("three failed pushes", Duration::from_secs(20), async || {
+        generator.status().batches_failed >= 3
+    })
+    .await;
     assert!(generator.is_running());
     // The service's shutdown stops it as well.
     shutdown.trigger();
@@ -246,9 +259,11 @@ async fn serve_starts_the_generator_after_its_delay_and_stops_it_on_shutdown() {
         .expect("task")
         .expect("served");
     while bodies.try_recv().is_ok() {}
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(bodies.try_recv().is_err(), "no push after shutdown");
-    receiver_stop.trigger();
+    assert_eq!(
+        close_receiver(receiver_stop, &mut bodies).await,
+        0,
+        "no push after shutdown"
+    );
 }
 
 #[tokio::test]

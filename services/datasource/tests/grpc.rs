@@ -2,10 +2,22 @@
 //! errors and their codes, defaults and caps, the deliberate faults, the
 //! generator controls, and a shutdown that cuts stalls short.
 
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Notify};
 use tonic::Code;
+use tracing::{
+    field::{Field, Visit},
+    span,
+};
+use tracing_subscriber::{
+    layer::{Context, Layer},
+    prelude::*,
+};
 use vesper::grpc::TracedChannel;
 use vesper::{
     Shutdown,
@@ -192,8 +204,56 @@ async fn unfiltered_events_fail_at_the_fault_rate() {
     server.stop().await;
 }
 
+/// The count the stalled call asks for, which no other test asks for.
+const STALLED_COUNT: i32 = 7;
+
+/// Wakes [`stalled_call_began`]'s waiter when a `generate_events` handler
+/// for [`STALLED_COUNT`] events has begun.
+struct StalledCallProbe(Arc<Notify>);
+
+impl<S: tracing::Subscriber> Layer<S> for StalledCallProbe {
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, _: &span::Id, _: Context<'_, S>) {
+        if attrs.metadata().name() != "generate_events" {
+            return;
+        }
+        let mut count = CountField(None);
+        attrs.record(&mut count);
+        if count.0 == Some(i64::from(STALLED_COUNT)) {
+            self.0.notify_one();
+        }
+    }
+}
+
+struct CountField(Option<i64>);
+
+impl Visit for CountField {
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if field.name() == "count" {
+            self.0 = Some(value);
+        }
+    }
+
+    fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
+}
+
+/// Notified once the stalled call's handler has begun. The subscriber is
+/// the process's global one: a scoped one can miss spans of handlers
+/// whose callsites other tests' threads registered first.
+fn stalled_call_began() -> Arc<Notify> {
+    static BEGAN: OnceLock<Arc<Notify>> = OnceLock::new();
+    Arc::clone(BEGAN.get_or_init(|| {
+        let began = Arc::new(Notify::new());
+        tracing::subscriber::set_global_default(
+            tracing_subscriber::registry().with(StalledCallProbe(Arc::clone(&began))),
+        )
+        .expect("no other global subscriber in this test process");
+        began
+    }))
+}
+
 #[tokio::test]
 async fn shutdown_cuts_a_stall_short() {
+    let began = stalled_call_began();
     let server = serve(FaultPolicy {
         fault_rate: 0.0,
         stall_rate: 1.0,
@@ -209,17 +269,18 @@ async fn shutdown_cuts_a_stall_short() {
     let call = tokio::spawn(async move {
         client
             .generate_events(GenerateEventsRequest {
-                count: Some(2),
+                count: Some(STALLED_COUNT),
                 source: 0,
             })
             .await
     });
-    // Let the call reach its stall.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(20), began.notified())
+        .await
+        .expect("the call reaches the server within 20 s");
     assert!(!call.is_finished());
     server.stop().await;
     let answer = call.await.expect("task").expect("answered, not dropped");
-    assert!(answer.into_inner().events.len() >= 2);
+    assert!(answer.into_inner().events.len() >= STALLED_COUNT as usize);
 }
 
 #[tokio::test]

@@ -4,8 +4,6 @@
 //! object storage refuses for good (moved to the dead-letter directory
 //! after bounded tries, never blocking the log).
 
-mod common;
-
 use std::{
     collections::BTreeMap,
     path::Path,
@@ -18,12 +16,21 @@ use std::{
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use common::{event_id, lake_ids, test_config, upstream_event};
 use vesper::v1::Event;
 use vesper_ingest::{DEAD_LETTER_DIR, IngestConfig, IngestEngine, dead_letter_name};
 use vesper_storage::{
     FsStore, ListPage, ObjectKey, ObjectMeta, ObjectStore, PutOptions, StorageError,
 };
+use vesper_tests::{event_id, lake_event_ids, upstream_event};
+
+/// An engine config for tests: the log in `wal_dir`, quick retries.
+fn test_config(wal_dir: &Path) -> IngestConfig {
+    IngestConfig {
+        retry_initial: Duration::from_millis(50),
+        retry_max: Duration::from_millis(500),
+        ..IngestConfig::new(wal_dir)
+    }
+}
 
 /// A directory lake that can be switched off (every write UNAVAILABLE)
 /// and that refuses for good the objects of one hour partition.
@@ -185,7 +192,7 @@ async fn an_outage_backlog_waits_in_the_log_and_memory_stays_bounded() {
         (0, 0, 0)
     );
     engine.shutdown().await;
-    let ids = lake_ids(&dir.path().join("lake"));
+    let ids = lake_event_ids(&dir.path().join("lake"));
     assert_eq!(ids.len(), EVENTS as usize);
     assert!(ids.values().all(|count| *count == 1));
 }
@@ -235,7 +242,7 @@ async fn an_object_refused_for_good_is_dead_lettered_and_the_rest_flows() {
         "{name}"
     );
     assert_eq!(body.lines().count(), 10);
-    let ids = lake_ids(&dir.path().join("lake"));
+    let ids = lake_event_ids(&dir.path().join("lake"));
     assert_eq!(ids.len(), 10, "hour 12 reached the lake");
 
     // After a restart the dead letter is not written again.

@@ -4,8 +4,6 @@
 //! abandoned without a shutdown, as a SIGKILL would leave it), and comes
 //! back from the log as the exact lake line it would have been written as.
 
-mod common;
-
 use std::{path::Path, sync::Arc};
 
 use proptest::prelude::*;

@@ -26,7 +26,6 @@ use vesper::v1::{
 };
 use vesper_tests::{OtlpCollector, ReceivedSpan, VesperProcess};
 
-const BIN: &str = env!("CARGO_BIN_EXE_vesper");
 const WAIT: Duration = Duration::from_secs(30);
 
 const WEBHOOK_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
@@ -39,7 +38,7 @@ fn traceparent(trace: &str, parent: &str) -> String {
 }
 
 fn start(args: &[&str], env: &[(&str, String)]) -> VesperProcess {
-    VesperProcess::start_with(Path::new(BIN), args, env)
+    VesperProcess::start(args, env)
 }
 
 /// A DataSource that exports to `collector` and neither pushes events nor
@@ -485,8 +484,7 @@ async fn a_batch_run_is_one_trace_through_the_gateway_to_datasource_and_storage(
     let datasource = quiet_datasource(&collector);
     let mesh = Mesh::start(&collector, &datasource.grpc_addr().to_string());
     let storage = mesh.storage.grpc_addr().to_string();
-    let output = VesperProcess::run_with(
-        Path::new(BIN),
+    let output = VesperProcess::run(
         &[
             "batch",
             "run",
@@ -595,7 +593,7 @@ async fn health_probes_are_not_traced() {
             &mesh.storage.grpc_addr().to_string(),
         ],
     ] {
-        let output = VesperProcess::run_with(Path::new(BIN), &probe, &collector.env());
+        let output = VesperProcess::run(&probe, &collector.env());
         assert!(
             output.status.success(),
             "{probe:?}: {}",

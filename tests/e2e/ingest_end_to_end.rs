@@ -1,26 +1,28 @@
 //! The event path end to end, in process: gateway -> EventIngest ->
 //! Storage -> a directory lake.
 
-mod common;
+mod kit;
 
 use std::{collections::BTreeSet, time::Duration};
 
-use common::*;
+use kit::{get_json, http_client, ingest_config, spawn_gateway, spawn_ingest, spawn_storage};
 use serde_json::{Value, json};
 use vesper::v1::{Event, FlushRequest, IngestRequest, StatsRequest};
+use vesper_gateway::GatewayConfig;
+use vesper_tests::{event_id, eventually, lake_event_ids, lake_records, upstream_event};
 
 #[tokio::test]
 async fn accepted_events_land_once_in_the_partition_of_their_own_hour() {
     let lake = tempfile::tempdir().expect("lake");
     let wal = tempfile::tempdir().expect("wal");
-    let storage = StorageServer::start(lake.path(), "127.0.0.1:0".parse().expect("addr")).await;
+    let storage = spawn_storage(lake.path()).await;
     let config = vesper_ingest::IngestConfig {
         batch_size: 4,
         max_batch_age: Duration::from_secs(3600),
-        ..test_config(wal.path())
+        ..ingest_config(wal.path())
     };
-    let ingest = IngestServer::start(config, &storage.peer()).await;
-    let gateway = Gateway::start(&ingest.peer(), None).await;
+    let ingest = spawn_ingest(config, &storage.peer()).await;
+    let gateway = spawn_gateway(GatewayConfig::all_peers_at(ingest.peer())).await;
     let http = http_client();
 
     let hour_a = "2026-11-25T21:04:05Z";
@@ -48,7 +50,7 @@ async fn accepted_events_land_once_in_the_partition_of_their_own_hour() {
     for (batch, (accepted, filtered, duplicates)) in batches.iter().zip(expected_answers) {
         // No content type at all: old clients send none.
         let response = http
-            .post(gateway.webhook_url())
+            .post(gateway.url("/webhook/events"))
             .body(batch.to_string())
             .send()
             .await
@@ -65,7 +67,7 @@ async fn accepted_events_land_once_in_the_partition_of_their_own_hour() {
     let mut bad = upstream_event(&event_id(1, 9), "view", "yesterday");
     bad["properties"]["media_type"] = json!("hologram");
     let refused = http
-        .post(gateway.webhook_url())
+        .post(gateway.url("/webhook/events"))
         .json(&json!({"events": [upstream_event(&event_id(1, 8), "click", hour_a), bad]}))
         .send()
         .await
@@ -117,7 +119,7 @@ async fn accepted_events_land_once_in_the_partition_of_their_own_hour() {
         .into_inner();
     assert_eq!(flushed.events_written, 5);
 
-    let objects = lake_events(lake.path());
+    let objects = lake_records(lake.path(), "events");
     assert_eq!(
         objects.keys().cloned().collect::<BTreeSet<_>>(),
         flushed.keys.iter().cloned().collect::<BTreeSet<_>>()
@@ -211,14 +213,7 @@ async fn accepted_events_land_once_in_the_partition_of_their_own_hour() {
     assert_eq!((stats.flushed_events, stats.buffered_events), (5, 0));
     assert!(stats.storage_healthy);
 
-    let health: Value = http
-        .get(format!("http://{}/health", gateway.addr))
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("json");
+    let health = get_json(&gateway.url("/health")).await;
     assert_eq!(health["accepted"], 5);
     assert_eq!(health["batch_size"], 4);
 
@@ -230,39 +225,43 @@ async fn accepted_events_land_once_in_the_partition_of_their_own_hour() {
 async fn batches_flush_at_their_size_and_at_their_age() {
     let lake = tempfile::tempdir().expect("lake");
     let wal = tempfile::tempdir().expect("wal");
-    let storage = StorageServer::start(lake.path(), "127.0.0.1:0".parse().expect("addr")).await;
+    let storage = spawn_storage(lake.path()).await;
     let config = vesper_ingest::IngestConfig {
         batch_size: 3,
         max_batch_age: Duration::from_millis(400),
-        ..test_config(wal.path())
+        ..ingest_config(wal.path())
     };
-    let ingest = IngestServer::start(config, &storage.peer()).await;
-    let gateway = Gateway::start(&ingest.peer(), None).await;
+    let ingest = spawn_ingest(config, &storage.peer()).await;
+    let gateway = spawn_gateway(GatewayConfig::all_peers_at(ingest.peer())).await;
     let http = http_client();
     let send = |ids: Vec<u32>| {
         let body = json!({"events": ids
             .iter()
             .map(|n| upstream_event(&event_id(2, *n), "click", "2026-11-25T08:00:00Z"))
             .collect::<Vec<_>>()});
-        let request = http.post(gateway.webhook_url()).json(&body).send();
+        let request = http.post(gateway.url("/webhook/events")).json(&body).send();
         async move { assert_eq!(request.await.expect("webhook").status(), 200) }
     };
 
     send(vec![1, 2, 3]).await;
-    assert!(
-        eventually(Duration::from_secs(2), || lake_ids(lake.path()).len() == 3).await,
-        "a full batch is written at once"
-    );
+    eventually(
+        "a full batch to be written at once",
+        Duration::from_secs(2),
+        async || lake_event_ids(lake.path()).len() == 3,
+    )
+    .await;
     send(vec![4]).await;
     assert_eq!(
-        lake_ids(lake.path()).len(),
+        lake_event_ids(lake.path()).len(),
         3,
         "a lone event waits for its batch"
     );
-    assert!(
-        eventually(Duration::from_secs(5), || lake_ids(lake.path()).len() == 4).await,
-        "an old batch is written however small"
-    );
+    eventually(
+        "an old batch to be written however small",
+        Duration::from_secs(5),
+        async || lake_event_ids(lake.path()).len() == 4,
+    )
+    .await;
     ingest.stop().await;
     storage.stop().await;
 }
@@ -271,21 +270,12 @@ async fn batches_flush_at_their_size_and_at_their_age() {
 async fn the_webhook_refuses_bad_requests_with_the_right_status() {
     let wal = tempfile::tempdir().expect("wal");
     let lake = tempfile::tempdir().expect("lake");
-    let storage = StorageServer::start(lake.path(), "127.0.0.1:0".parse().expect("addr")).await;
-    let ingest = IngestServer::start(test_config(wal.path()), &storage.peer()).await;
-    let mut config = vesper_gateway::GatewayConfig::all_peers_at(ingest.peer());
+    let storage = spawn_storage(lake.path()).await;
+    let ingest = spawn_ingest(ingest_config(wal.path()), &storage.peer()).await;
+    let mut config = GatewayConfig::all_peers_at(ingest.peer());
     config.body_limit = vesper::config::ByteSize(2048);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let stop = vesper::Shutdown::new();
-    tokio::spawn(vesper_gateway::serve(
-        listener,
-        vesper_gateway::router(config),
-        stop.signalled(),
-    ));
-    let url = format!("http://{addr}/webhook/events");
+    let gateway = spawn_gateway(config).await;
+    let url = gateway.url("/webhook/events");
     let http = http_client();
 
     let big = json!({"events": [], "pad": "x".repeat(4096)}).to_string();
@@ -339,7 +329,7 @@ async fn the_webhook_refuses_bad_requests_with_the_right_status() {
         .expect("answer");
     assert_eq!(response.status(), 200);
 
-    stop.trigger();
+    gateway.stop().await;
     ingest.stop().await;
     storage.stop().await;
 }

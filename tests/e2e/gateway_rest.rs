@@ -3,36 +3,31 @@
 //! and error of docs/compatibility.md, the paging walk, the deliberate faults, and a
 //! DataSource that comes up after the gateway.
 
+mod kit;
+
 use std::{
     collections::HashSet,
-    net::SocketAddr,
     time::{Duration, Instant},
 };
 
+use kit::{Service, http_client, spawn_datasource_on, spawn_gateway};
 use serde_json::{Value, json};
-use tokio::{net::TcpListener, task::JoinHandle};
-use vesper::{Shutdown, config::PeerAddr, wire::user_json};
+use vesper::{config::PeerAddr, wire::user_json};
 use vesper_datasource::{DataSet, DataSourceConfig, FaultPolicy, GeneratorConfig};
 use vesper_gateway::GatewayConfig;
+use vesper_tests::{FreePort, eventually, unserved_addr};
 
 const SEED: u64 = 7;
 
-/// A DataSource served in-process; stops when dropped.
-struct DataSource {
-    addr: SocketAddr,
-    shutdown: Shutdown,
-    task: Option<JoinHandle<()>>,
+/// A DataSource on `SEED` with `faults`, its generator idle.
+async fn start_datasource(faults: FaultPolicy) -> Service {
+    start_datasource_on(FreePort::new(), faults)
 }
 
-impl DataSource {
-    async fn start(faults: FaultPolicy) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        Self::start_on(listener, faults)
-    }
-
-    fn start_on(listener: TcpListener, faults: FaultPolicy) -> Self {
-        let addr = listener.local_addr().expect("addr");
-        let config = DataSourceConfig {
+fn start_datasource_on(port: FreePort, faults: FaultPolicy) -> Service {
+    spawn_datasource_on(
+        port,
+        DataSourceConfig {
             seed: SEED,
             faults,
             generator: GeneratorConfig {
@@ -42,110 +37,47 @@ impl DataSource {
                 autostart: false,
                 ..GeneratorConfig::default()
             },
-        };
-        let shutdown = Shutdown::new();
-        let task = tokio::spawn({
-            let stop = shutdown.signalled();
-            async move {
-                vesper_datasource::serve(listener, config, stop)
-                    .await
-                    .expect("datasource serves");
-            }
-        });
-        Self {
-            addr,
-            shutdown,
-            task: Some(task),
-        }
-    }
-
-    fn peer(&self) -> PeerAddr {
-        self.addr.to_string().parse().expect("peer")
-    }
-
-    async fn stop(mut self) {
-        self.shutdown.trigger();
-        if let Some(task) = self.task.take() {
-            task.await.expect("datasource task");
-        }
-    }
+        },
+    )
 }
 
-impl Drop for DataSource {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
-}
-
-/// A gateway served in-process, with a client pointed at it.
+/// A gateway in front of a DataSource, with a client pointed at it.
 struct Gateway {
-    base: String,
+    service: Service,
     client: reqwest::Client,
-    _shutdown: ShutdownOnDrop,
-}
-
-struct ShutdownOnDrop(Shutdown);
-
-impl Drop for ShutdownOnDrop {
-    fn drop(&mut self) {
-        self.0.trigger();
-    }
 }
 
 impl Gateway {
     async fn start(datasource: PeerAddr) -> Self {
-        let mut config = GatewayConfig::all_peers_at(dead_addr().await);
+        // The gateway's other peers are down.
+        let mut config =
+            GatewayConfig::all_peers_at(unserved_addr().to_string().parse().expect("peer"));
         config.datasource = datasource;
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let shutdown = Shutdown::new();
-        tokio::spawn(vesper_gateway::serve(
-            listener,
-            vesper_gateway::router(config),
-            shutdown.signalled(),
-        ));
         Self {
-            base: format!("http://{addr}"),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("client"),
-            _shutdown: ShutdownOnDrop(shutdown),
+            service: spawn_gateway(config).await,
+            client: http_client(),
         }
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .expect("request");
-        Self::read(response).await
+        Self::read(self.send(self.client.get(self.service.url(path))).await).await
     }
 
     async fn post(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .send()
-            .await
-            .expect("request");
-        Self::read(response).await
+        Self::read(self.send(self.client.post(self.service.url(path))).await).await
     }
 
     /// Status and the raw body text, for byte-exact comparisons.
     async fn get_text(&self, path: &str) -> (u16, String) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .expect("request");
+        let response = self.send(self.client.get(self.service.url(path))).await;
         (
             response.status().as_u16(),
             response.text().await.expect("body"),
         )
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> reqwest::Response {
+        request.send().await.expect("the gateway answers")
     }
 
     async fn read(response: reqwest::Response) -> (u16, Value) {
@@ -159,14 +91,6 @@ impl Gateway {
         assert_eq!(content_type, "application/json", "status {status}");
         (status, response.json().await.expect("JSON body"))
     }
-}
-
-/// An address where nothing listens: a port bound and released.
-async fn dead_addr() -> PeerAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    drop(listener);
-    addr.to_string().parse().expect("peer")
 }
 
 fn keys(value: &Value) -> Vec<&str> {
@@ -248,7 +172,7 @@ fn uuid_version(text: &str) -> Option<u32> {
 
 #[tokio::test]
 async fn every_response_has_the_old_shape() {
-    let datasource = DataSource::start(FaultPolicy::NONE).await;
+    let datasource = start_datasource(FaultPolicy::NONE).await;
     let gateway = Gateway::start(datasource.peer()).await;
     let data = DataSet::generate(SEED);
 
@@ -390,7 +314,7 @@ async fn every_response_has_the_old_shape() {
 
 #[tokio::test]
 async fn bad_input_gets_a_400_in_the_old_words() {
-    let datasource = DataSource::start(FaultPolicy::NONE).await;
+    let datasource = start_datasource(FaultPolicy::NONE).await;
     let gateway = Gateway::start(datasource.peer()).await;
     let cases = [
         // What the old server refused, refused the same way.
@@ -425,7 +349,7 @@ async fn bad_input_gets_a_400_in_the_old_words() {
 
 #[tokio::test]
 async fn paging_walks_every_user_exactly_once() {
-    let datasource = DataSource::start(FaultPolicy::NONE).await;
+    let datasource = start_datasource(FaultPolicy::NONE).await;
     let gateway = Gateway::start(datasource.peer()).await;
 
     let mut seen = HashSet::new();
@@ -471,7 +395,7 @@ async fn paging_walks_every_user_exactly_once() {
 
 #[tokio::test]
 async fn unfiltered_events_fail_like_upstream_and_by_source_stays_reliable() {
-    let datasource = DataSource::start(FaultPolicy {
+    let datasource = start_datasource(FaultPolicy {
         fault_rate: 1.0,
         stall_rate: 0.0,
         stall: Duration::ZERO,
@@ -481,7 +405,7 @@ async fn unfiltered_events_fail_like_upstream_and_by_source_stays_reliable() {
     for _ in 0..3 {
         let response = gateway
             .client
-            .get(format!("{}/api/events", gateway.base))
+            .get(gateway.service.url("/api/events"))
             .send()
             .await
             .expect("request");
@@ -501,7 +425,7 @@ async fn unfiltered_events_fail_like_upstream_and_by_source_stays_reliable() {
 #[tokio::test]
 async fn stalled_calls_answer_after_the_stall() {
     let stall = Duration::from_secs(1);
-    let datasource = DataSource::start(FaultPolicy {
+    let datasource = start_datasource(FaultPolicy {
         fault_rate: 0.0,
         stall_rate: 1.0,
         stall,
@@ -522,12 +446,10 @@ async fn stalled_calls_answer_after_the_stall() {
 
 #[tokio::test]
 async fn a_missing_datasource_is_a_503_until_it_comes_up() {
-    // Reserve an address, then free it for the DataSource that comes later.
-    let reserved = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = reserved.local_addr().expect("addr");
-    drop(reserved);
-    let peer: PeerAddr = addr.to_string().parse().expect("peer");
-    let gateway = Gateway::start(peer).await;
+    // The DataSource's port is held, refusing connections, until it comes
+    // up there.
+    let port = FreePort::new();
+    let gateway = Gateway::start(port.addr().to_string().parse().expect("peer")).await;
 
     for path in ["/api/users", "/api/content", "/api/events"] {
         let (status, body) = gateway.get(path).await;
@@ -538,20 +460,20 @@ async fn a_missing_datasource_is_a_503_until_it_comes_up() {
     let (status, body) = gateway.post("/start-generator").await;
     assert_eq!(status, 503, "{body}");
 
-    let datasource = DataSource::start_on(
-        TcpListener::bind(addr).await.expect("rebind"),
-        FaultPolicy::NONE,
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, body) = gateway.get("/api/users?offset=9990").await;
-        if status == 200 {
-            assert_eq!(body["count"], 10);
-            break;
-        }
-        assert_eq!(status, 503, "{body}");
-        assert!(Instant::now() < deadline, "the gateway never recovered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let datasource = start_datasource_on(port, FaultPolicy::NONE);
+    eventually(
+        "the gateway to reach the DataSource",
+        Duration::from_secs(20),
+        async || {
+            let (status, body) = gateway.get("/api/users?offset=9990").await;
+            if status == 200 {
+                assert_eq!(body["count"], 10);
+            } else {
+                assert_eq!(status, 503, "{body}");
+            }
+            status == 200
+        },
+    )
+    .await;
     datasource.stop().await;
 }

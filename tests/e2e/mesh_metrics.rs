@@ -4,7 +4,7 @@
 //! moved by exactly what the traffic makes it move. Every series also
 //! follows the naming rules and is documented in docs/observability.md.
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use vesper::v1::{
@@ -14,10 +14,8 @@ use vesper::v1::{
 };
 use vesper_tests::{EventFaults, Scrape, UpstreamReplica, VesperProcess, workspace_root};
 
-const BIN: &str = env!("CARGO_BIN_EXE_vesper");
-
 fn start(args: &[&str]) -> VesperProcess {
-    VesperProcess::start_with(Path::new(BIN), args, &[])
+    VesperProcess::start(args, &[])
 }
 
 async fn scrape(url: &str) -> Scrape {

@@ -2,14 +2,17 @@
 //! accepted; a wrong, missing, malformed or stale one is a 401 and nothing
 //! is stored.
 
-mod common;
+mod kit;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::*;
+use kit::{http_client, ingest_config, spawn_gateway, spawn_ingest, spawn_storage};
 use serde_json::{Value, json};
 use vesper::v1::StatsRequest;
-use vesper_gateway::{SIGNATURE_HEADER, WebhookSecret, WebhookSigning, sign_webhook};
+use vesper_gateway::{
+    GatewayConfig, SIGNATURE_HEADER, WebhookSecret, WebhookSigning, sign_webhook,
+};
+use vesper_tests::{event_id, upstream_event};
 
 const SECRET: &[u8] = b"correct horse battery staple";
 
@@ -24,20 +27,22 @@ fn now() -> i64 {
 async fn only_correctly_signed_fresh_webhooks_are_accepted() {
     let lake = tempfile::tempdir().expect("lake");
     let wal = tempfile::tempdir().expect("wal");
-    let storage = StorageServer::start(lake.path(), "127.0.0.1:0".parse().expect("addr")).await;
-    let ingest = IngestServer::start(test_config(wal.path()), &storage.peer()).await;
+    let storage = spawn_storage(lake.path()).await;
+    let ingest = spawn_ingest(ingest_config(wal.path()), &storage.peer()).await;
     let signing = WebhookSigning {
         secret: WebhookSecret::new(SECRET).expect("secret"),
         tolerance: Duration::from_secs(300),
     };
-    let gateway = Gateway::start(&ingest.peer(), Some(signing)).await;
+    let mut config = GatewayConfig::all_peers_at(ingest.peer());
+    config.webhook_signing = Some(signing);
+    let gateway = spawn_gateway(config).await;
     let http = http_client();
     let body =
         json!({"events": [upstream_event(&event_id(6, 1), "click", "2026-11-25T10:00:00Z")]})
             .to_string();
     let post = |signature: Option<String>| {
         let mut request = http
-            .post(gateway.webhook_url())
+            .post(gateway.url("/webhook/events"))
             .header("content-type", "application/json")
             .body(body.clone());
         if let Some(signature) = signature {
@@ -89,6 +94,7 @@ async fn only_correctly_signed_fresh_webhooks_are_accepted() {
 
     let (status, error) = post(Some(sign_webhook(SECRET, now(), body.as_bytes()))).await;
     assert_eq!((status, error.as_str()), (200, ""));
+    gateway.stop().await;
     ingest.stop().await;
     storage.stop().await;
 }

@@ -8,26 +8,23 @@
 //! Prints events/s accepted and per-request latency (p50, p99) at a few
 //! concurrency levels; each request carries 10 events.
 //!
-//! `cargo bench -p vesper-ingest --bench webhook`
+//! `cargo bench -p vesper-tests --bench webhook`
 
 #![allow(clippy::print_stdout, missing_docs)]
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+#[path = "../e2e/kit/mod.rs"]
+mod kit;
 
+use std::time::{Duration, Instant};
+
+use kit::{spawn_gateway, spawn_ingest, spawn_storage};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use vesper::Shutdown;
 use vesper_gateway::GatewayConfig;
-use vesper_ingest::{IngestConfig, IngestEngine};
-use vesper_storage::{FsStore, ObjectStore, RemoteStore};
+use vesper_ingest::IngestConfig;
 
 const EVENTS_PER_REQUEST: u32 = 10;
 const REQUESTS_PER_LEVEL: u32 = 3_000;
 const CONCURRENCY: [u32; 4] = [1, 8, 32, 64];
-const MAX_OBJECT_SIZE: u64 = 64 * 1024 * 1024;
 
 fn body(level: u32, request: u32) -> String {
     let events: Vec<Value> = (0..EVENTS_PER_REQUEST)
@@ -54,47 +51,14 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
 
 async fn run() {
     let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("scratch dir");
-    let lake: Arc<dyn ObjectStore> = Arc::new(
-        FsStore::open(&scratch.path().join("lake"), MAX_OBJECT_SIZE)
-            .await
-            .expect("lake"),
-    );
-    let stop = Shutdown::new();
-
-    let storage_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let storage_addr = storage_listener.local_addr().expect("addr");
-    tokio::spawn(vesper_storage::serve(
-        storage_listener,
-        lake,
-        MAX_OBJECT_SIZE,
-        stop.signalled(),
-    ));
-    let storage = RemoteStore::connect_lazy(
-        &storage_addr.to_string().parse().expect("peer"),
-        MAX_OBJECT_SIZE,
-    );
-    let engine = IngestEngine::start(
+    let storage = spawn_storage(&scratch.path().join("lake")).await;
+    let ingest = spawn_ingest(
         IngestConfig::new(scratch.path().join("wal")),
-        Arc::new(storage),
+        &storage.peer(),
     )
-    .await
-    .expect("engine");
-    let ingest_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let ingest_addr = ingest_listener.local_addr().expect("addr");
-    let ingest_task = tokio::spawn(vesper_ingest::serve_engine(
-        ingest_listener,
-        engine.clone(),
-        stop.signalled(),
-    ));
-    let gateway_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let gateway_addr = gateway_listener.local_addr().expect("addr");
-    let config = GatewayConfig::all_peers_at(ingest_addr.to_string().parse().expect("peer"));
-    tokio::spawn(vesper_gateway::serve(
-        gateway_listener,
-        vesper_gateway::router(config),
-        stop.signalled(),
-    ));
-    let url = format!("http://{gateway_addr}/webhook/events");
+    .await;
+    let gateway = spawn_gateway(GatewayConfig::all_peers_at(ingest.peer())).await;
+    let url = gateway.url("/webhook/events");
     let client = reqwest::Client::new();
 
     println!(
@@ -145,7 +109,7 @@ async fn run() {
             percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         );
     }
-    let stats = engine.stats();
+    let stats = ingest.engine.stats();
     println!();
     println!(
         "accepted {} events; {} written to the lake in {} objects so far",
@@ -153,8 +117,9 @@ async fn run() {
     );
     // Gateway, ingest, storage and the load generator share this process.
     println!("{}", vesper_tests::peak_rss_line());
-    stop.trigger();
-    let _ = ingest_task.await;
+    gateway.stop().await;
+    ingest.stop().await;
+    storage.stop().await;
 }
 
 fn main() {

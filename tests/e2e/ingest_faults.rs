@@ -2,7 +2,7 @@
 //! recovery), a full disk under the log, and a crash between an object's
 //! write and its confirmation.
 
-mod common;
+mod kit;
 
 use std::{
     collections::BTreeSet,
@@ -17,15 +17,23 @@ use std::{
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use common::*;
+use kit::{
+    MAX_OBJECT_SIZE, get_json, http_client, ingest_config, spawn_gateway, spawn_ingest,
+    spawn_ingest_with, spawn_storage,
+};
 use serde_json::{Value, json};
 use vesper::v1::{FlushRequest, StatsRequest};
+use vesper_gateway::GatewayConfig;
 use vesper_ingest::{
     IngestConfig,
     fs::{StdFs, WalFile, WalFs},
 };
 use vesper_storage::{
     FsStore, ListPage, ObjectKey, ObjectMeta, ObjectStore, PutOptions, StorageError,
+};
+use vesper_tests::{
+    Relay, assert_each_acknowledged_event_once, event_id, eventually, lake_event_ids, lake_records,
+    upstream_event,
 };
 
 fn batch(series: u32, range: std::ops::Range<u32>) -> (Value, Vec<String>) {
@@ -41,17 +49,20 @@ fn batch(series: u32, range: std::ops::Range<u32>) -> (Value, Vec<String>) {
 async fn a_storage_outage_fills_the_log_to_its_bound_then_everything_arrives() {
     let lake = tempfile::tempdir().expect("lake");
     let wal = tempfile::tempdir().expect("wal");
-    let storage = StorageServer::start(lake.path(), "127.0.0.1:0".parse().expect("addr")).await;
-    let storage_addr = storage.addr;
+    let storage = spawn_storage(lake.path()).await;
+    // Ingest reaches storage through a relay, so that the storage that
+    // comes back (on a fresh port) is at the address ingest knows.
+    let relay = Relay::start(Some(storage.addr)).await;
+    let storage_peer = relay.addr().to_string().parse().expect("peer");
     let config = IngestConfig {
         batch_size: 10,
         max_batch_age: Duration::from_millis(100),
         max_wal_bytes: 64 * 1024,
         max_event_bytes: 4 * 1024,
-        ..test_config(wal.path())
+        ..ingest_config(wal.path())
     };
-    let ingest = IngestServer::start(config, &storage.peer()).await;
-    let gateway = Gateway::start(&ingest.peer(), None).await;
+    let ingest = spawn_ingest(config, &storage_peer).await;
+    let gateway = spawn_gateway(GatewayConfig::all_peers_at(ingest.peer())).await;
     let http = http_client();
     let mut acknowledged = BTreeSet::new();
     let mut next = 0_u32;
@@ -59,7 +70,7 @@ async fn a_storage_outage_fills_the_log_to_its_bound_then_everything_arrives() {
         let (body, ids) = batch(3, next..next + 5);
         next += 5;
         let response = http
-            .post(gateway.webhook_url())
+            .post(gateway.url("/webhook/events"))
             .json(&body)
             .send()
             .await
@@ -81,6 +92,7 @@ async fn a_storage_outage_fills_the_log_to_its_bound_then_everything_arrives() {
         assert_eq!(send(&mut acknowledged).await.0, 200);
     }
     storage.stop().await;
+    relay.cut();
 
     // Steady sending: accepted into the log until the bound, then 503.
     let mut refusal = None;
@@ -128,43 +140,21 @@ async fn a_storage_outage_fills_the_log_to_its_bound_then_everything_arrives() {
         .await
         .expect_err("storage is down");
     assert_eq!(flush.code(), tonic::Code::Unavailable);
-    let health: Value = http
-        .get(format!("http://{}/health", gateway.addr))
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("json");
+    let health = get_json(&gateway.url("/health")).await;
     assert_eq!(health["storage_healthy"], false);
 
-    // Storage comes back on the same address: the log drains by itself and
-    // acceptance resumes without anyone asking.
-    let storage = StorageServer::start(lake.path(), storage_addr).await;
-    let mut resumed = false;
-    for _ in 0..300 {
-        if send(&mut acknowledged).await.0 == 200 {
-            resumed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(resumed, "acceptance did not resume");
+    // Storage comes back: the log drains by itself and acceptance resumes
+    // without anyone asking.
+    let storage = spawn_storage(lake.path()).await;
+    relay.point_to(storage.addr);
+    eventually(
+        "acceptance to resume",
+        Duration::from_secs(30),
+        async || send(&mut acknowledged).await.0 == 200,
+    )
+    .await;
     client.flush(FlushRequest {}).await.expect("flush");
-    let in_lake = lake_ids(lake.path());
-    let missing: Vec<_> = acknowledged
-        .iter()
-        .filter(|id| !in_lake.contains_key(*id))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged events missing",
-        missing.len()
-    );
-    assert!(
-        in_lake.values().all(|count| *count == 1),
-        "copies in the lake"
-    );
+    let in_lake = assert_each_acknowledged_event_once(lake.path(), &acknowledged);
     assert_eq!(
         in_lake.len(),
         acknowledged.len(),
@@ -248,19 +238,19 @@ impl WalFile for FillableFile {
 async fn a_full_disk_refuses_batches_leaves_nothing_torn_and_recovers() {
     let lake = tempfile::tempdir().expect("lake");
     let wal = tempfile::tempdir().expect("wal");
-    let storage = StorageServer::start(lake.path(), "127.0.0.1:0".parse().expect("addr")).await;
+    let storage = spawn_storage(lake.path()).await;
     let fs = FillableFs::default();
     let full = Arc::clone(&fs.full);
     let config = IngestConfig {
         batch_size: 1000,
         max_batch_age: Duration::from_secs(3600),
         fs: Arc::new(fs),
-        ..test_config(wal.path())
+        ..ingest_config(wal.path())
     };
-    let ingest = IngestServer::start(config, &storage.peer()).await;
-    let gateway = Gateway::start(&ingest.peer(), None).await;
+    let ingest = spawn_ingest(config, &storage.peer()).await;
+    let gateway = spawn_gateway(GatewayConfig::all_peers_at(ingest.peer())).await;
     let http = http_client();
-    let post = |body: &Value| http.post(gateway.webhook_url()).json(body).send();
+    let post = |body: &Value| http.post(gateway.url("/webhook/events")).json(body).send();
 
     let (first, first_ids) = batch(4, 0..5);
     assert_eq!(post(&first).await.expect("answer").status(), 200);
@@ -308,11 +298,11 @@ async fn a_full_disk_refuses_batches_leaves_nothing_torn_and_recovers() {
     // partial record, replay would stop there and lose what follows it.
     storage.stop().await;
     ingest.stop().await;
-    assert!(lake_ids(lake.path()).is_empty());
-    let storage = StorageServer::start(lake.path(), "127.0.0.1:0".parse().expect("addr")).await;
-    let ingest = IngestServer::start(test_config(wal.path()), &storage.peer()).await;
+    assert!(lake_event_ids(lake.path()).is_empty());
+    let storage = spawn_storage(lake.path()).await;
+    let ingest = spawn_ingest(ingest_config(wal.path()), &storage.peer()).await;
     ingest.client().flush(FlushRequest {}).await.expect("flush");
-    let in_lake = lake_ids(lake.path());
+    let in_lake = lake_event_ids(lake.path());
     let expected: BTreeSet<String> = [first_ids, second_ids, third_ids]
         .concat()
         .into_iter()
@@ -376,30 +366,30 @@ async fn a_replay_after_an_unconfirmed_write_overwrites_the_same_object() {
     let config = || IngestConfig {
         batch_size: 5,
         max_batch_age: Duration::from_secs(3600),
-        ..test_config(wal.path())
+        ..ingest_config(wal.path())
     };
     let store = WritesThenFails(
         FsStore::open(lake.path(), MAX_OBJECT_SIZE)
             .await
             .expect("lake"),
     );
-    let ingest = IngestServer::start_with_store(config(), Arc::new(store)).await;
-    let gateway = Gateway::start(&ingest.peer(), None).await;
+    let ingest = spawn_ingest_with(config(), Arc::new(store)).await;
+    let gateway = spawn_gateway(GatewayConfig::all_peers_at(ingest.peer())).await;
     let (body, ids) = batch(5, 0..5);
     let response = http_client()
-        .post(gateway.webhook_url())
+        .post(gateway.url("/webhook/events"))
         .json(&body)
         .send()
         .await
         .expect("answer");
     assert_eq!(response.status(), 200);
-    assert!(
-        eventually(Duration::from_secs(5), || !lake_events(lake.path())
-            .is_empty())
-        .await,
-        "the object was written"
-    );
-    let written: Vec<String> = lake_events(lake.path()).into_keys().collect();
+    eventually(
+        "the object to be written",
+        Duration::from_secs(5),
+        async || !lake_records(lake.path(), "events").is_empty(),
+    )
+    .await;
+    let written: Vec<String> = lake_records(lake.path(), "events").into_keys().collect();
     // Shutting down with storage "failing" leaves the intent unconfirmed,
     // as a crash would.
     ingest.stop().await;
@@ -407,14 +397,14 @@ async fn a_replay_after_an_unconfirmed_write_overwrites_the_same_object() {
     let store = FsStore::open(lake.path(), MAX_OBJECT_SIZE)
         .await
         .expect("lake");
-    let ingest = IngestServer::start_with_store(config(), Arc::new(store)).await;
+    let ingest = spawn_ingest_with(config(), Arc::new(store)).await;
     let flushed = ingest
         .client()
         .flush(FlushRequest {})
         .await
         .expect("flush")
         .into_inner();
-    let objects = lake_events(lake.path());
+    let objects = lake_records(lake.path(), "events");
     assert_eq!(
         objects.keys().cloned().collect::<Vec<_>>(),
         written,
@@ -424,7 +414,7 @@ async fn a_replay_after_an_unconfirmed_write_overwrites_the_same_object() {
         flushed.keys.is_empty() || flushed.keys == written,
         "{flushed:?}"
     );
-    let in_lake = lake_ids(lake.path());
+    let in_lake = lake_event_ids(lake.path());
     assert_eq!(in_lake.keys().cloned().collect::<Vec<_>>(), ids);
     assert!(in_lake.values().all(|count| *count == 1));
     let stats = ingest.engine.stats();
