@@ -7,8 +7,11 @@ use vesper_storage::StoragePeerArgs;
 
 use crate::fs::{StdFs, WalFs};
 
-/// Default number of events per lake object.
-pub const DEFAULT_BATCH_SIZE: u32 = 50;
+/// Default cap of events per lake object: 0, off. Objects are cut by
+/// bytes (`DEFAULT_BATCH_BYTES`) or age instead, so that they are sized for
+/// analytics and for a store's per-request price; the old system's 50 is
+/// one flag away.
+pub const DEFAULT_BATCH_SIZE: u32 = 0;
 /// Default age at which a partition's batch is flushed however small.
 pub const DEFAULT_MAX_BATCH_AGE: Duration = Duration::from_secs(5);
 /// Default bound of the write-ahead log. At ~400 bytes an event that is
@@ -42,7 +45,7 @@ pub struct IngestConfig {
     /// The write-ahead log directory.
     pub wal_dir: PathBuf,
     /// Events per lake object: a partition's batch is flushed when it has
-    /// this many.
+    /// this many; 0 turns the count off (the default).
     pub batch_size: u32,
     /// A partition's batch is flushed when its oldest event has waited
     /// this long.
@@ -156,7 +159,16 @@ impl IngestConfig {
 
     /// Whether a batch of `events` holding `bytes` of NDJSON is due now.
     pub(crate) fn batch_is_full(&self, events: usize, bytes: u64) -> bool {
-        events >= self.batch_size.max(1) as usize || bytes >= self.batch_bytes
+        let by_count = self.batch_size > 0 && events >= self.batch_size as usize;
+        by_count || bytes >= self.batch_bytes
+    }
+
+    /// The event cap of one object, when the count is on.
+    fn events_per_object(&self) -> usize {
+        match self.batch_size {
+            0 => usize::MAX,
+            size => size as usize,
+        }
     }
 
     /// How many events (from the front, given by their line lengths) make
@@ -165,7 +177,7 @@ impl IngestConfig {
     pub(crate) fn batch_prefix(&self, line_lengths: impl Iterator<Item = usize>) -> (usize, u64) {
         let mut bytes = 0;
         let mut count = 0;
-        for length in line_lengths.take(self.batch_size.max(1) as usize) {
+        for length in line_lengths.take(self.events_per_object()) {
             let size = length as u64 + 1;
             if count > 0 && bytes + size > self.batch_bytes {
                 break;
@@ -214,12 +226,13 @@ pub struct IngestEngineArgs {
     pub wal_dir: PathBuf,
 
     /// Events per lake object: a partition's batch is written when it holds
-    /// this many.
+    /// this many. 0 (the default) turns the count off: objects are cut by
+    /// --batch-bytes or --max-batch-age. The old system wrote 50.
     #[arg(
         long,
         env = "VESPER_BATCH_SIZE",
         default_value_t = DEFAULT_BATCH_SIZE,
-        value_parser = clap::value_parser!(u32).range(1..=100_000),
+        value_parser = clap::value_parser!(u32).range(0..=100_000),
         value_name = "N"
     )]
     pub batch_size: u32,
