@@ -26,23 +26,29 @@ fn pipeline(server: &Server, extra: &str) -> String {
     pipeline_at(&server.base_url(), extra)
 }
 
+/// Runs `items` with `settings` over a server scripted with `replies`,
+/// asserts that the run failed and published nothing, and returns the
+/// server and the error.
+async fn fails_over(replies: Vec<Reply>, settings: &str) -> (Server, String) {
+    let server = script(replies).await;
+    let lake = Lake::start().await;
+    let report = lake.run_items(&pipeline(&server, settings)).await;
+    let error = lake.assert_failed_without_publishing(&report).await;
+    (server, error)
+}
+
 // ------------------------------------------------------------ page counts
 
 #[tokio::test]
 async fn a_huge_total_fails_the_run_before_its_pages_are_planned() {
-    let server = script(vec![Reply::ok(json!({
-        "items": (1..=10).map(|id| json!({"id": id})).collect::<Vec<_>>(),
-        "total": 9_000_000_000_000_000_000u64,
-    }))])
+    let (server, error) = fails_over(
+        vec![Reply::ok(json!({
+            "items": (1..=10).map(|id| json!({"id": id})).collect::<Vec<_>>(),
+            "total": 9_000_000_000_000_000_000u64,
+        }))],
+        r#"pagination = { type = "offset", limit = 10, total = "total" }"#,
+    )
     .await;
-    let lake = Lake::start().await;
-    let report = lake
-        .run_items(&pipeline(
-            &server,
-            r#"pagination = { type = "offset", limit = 10, total = "total" }"#,
-        ))
-        .await;
-    let error = lake.assert_failed_without_publishing(&report).await;
     assert_eq!(
         error,
         format!(
@@ -82,19 +88,14 @@ async fn a_huge_page_count_fails_the_run_against_the_engines_limit() {
 
 #[tokio::test]
 async fn a_negative_total_is_refused_with_the_field_named() {
-    let server = script(vec![Reply::ok(json!({
-        "items": (1..=10).map(|id| json!({"id": id})).collect::<Vec<_>>(),
-        "total": -3,
-    }))])
+    let (_server, error) = fails_over(
+        vec![Reply::ok(json!({
+            "items": (1..=10).map(|id| json!({"id": id})).collect::<Vec<_>>(),
+            "total": -3,
+        }))],
+        r#"pagination = { type = "offset", limit = 10, total = "total" }"#,
+    )
     .await;
-    let lake = Lake::start().await;
-    let report = lake
-        .run_items(&pipeline(
-            &server,
-            r#"pagination = { type = "offset", limit = 10, total = "total" }"#,
-        ))
-        .await;
-    let error = lake.assert_failed_without_publishing(&report).await;
     assert!(error.ends_with(": total is -3, not a count"), "{error}");
 }
 
@@ -151,21 +152,16 @@ async fn an_api_with_more_pages_than_the_limit_fails_the_run() {
 
 #[tokio::test]
 async fn a_cursor_that_comes_back_two_pages_later_is_a_loop() {
-    let server = script(vec![
-        Reply::ok(json!({"items": [{"id": 1}], "next_cursor": "A"})),
-        Reply::ok(json!({"items": [{"id": 2}], "next_cursor": "B"})),
-        Reply::ok(json!({"items": [{"id": 3}], "next_cursor": "A"})),
-        Reply::ok(json!({"items": [{"id": 2}], "next_cursor": "B"})),
-    ])
+    let (server, error) = fails_over(
+        vec![
+            Reply::ok(json!({"items": [{"id": 1}], "next_cursor": "A"})),
+            Reply::ok(json!({"items": [{"id": 2}], "next_cursor": "B"})),
+            Reply::ok(json!({"items": [{"id": 3}], "next_cursor": "A"})),
+            Reply::ok(json!({"items": [{"id": 2}], "next_cursor": "B"})),
+        ],
+        r#"pagination = { type = "cursor", cursor = "next_cursor" }"#,
+    )
     .await;
-    let lake = Lake::start().await;
-    let report = lake
-        .run_items(&pipeline(
-            &server,
-            r#"pagination = { type = "cursor", cursor = "next_cursor" }"#,
-        ))
-        .await;
-    let error = lake.assert_failed_without_publishing(&report).await;
     assert_eq!(
         error,
         format!(
@@ -178,20 +174,15 @@ async fn a_cursor_that_comes_back_two_pages_later_is_a_loop() {
 
 #[tokio::test]
 async fn a_next_link_back_to_the_first_page_is_a_loop() {
-    let server = script(vec![
-        Reply::ok(json!({"items": [{"id": 1}], "next": "/items?page=2"})),
-        Reply::ok(json!({"items": [{"id": 2}], "next": "/items?page=3"})),
-        Reply::ok(json!({"items": [{"id": 3}], "next": "/items"})),
-    ])
+    let (server, error) = fails_over(
+        vec![
+            Reply::ok(json!({"items": [{"id": 1}], "next": "/items?page=2"})),
+            Reply::ok(json!({"items": [{"id": 2}], "next": "/items?page=3"})),
+            Reply::ok(json!({"items": [{"id": 3}], "next": "/items"})),
+        ],
+        r#"pagination = { type = "next_link", next_url = "next" }"#,
+    )
     .await;
-    let lake = Lake::start().await;
-    let report = lake
-        .run_items(&pipeline(
-            &server,
-            r#"pagination = { type = "next_link", next_url = "next" }"#,
-        ))
-        .await;
-    let error = lake.assert_failed_without_publishing(&report).await;
     assert_eq!(
         error,
         format!(
@@ -204,18 +195,13 @@ async fn a_next_link_back_to_the_first_page_is_a_loop() {
 
 #[tokio::test]
 async fn a_next_link_to_a_file_is_refused() {
-    let server = script(vec![Reply::ok(
-        json!({"items": [{"id": 1}], "next": "file:///etc/passwd"}),
-    )])
+    let (_server, error) = fails_over(
+        vec![Reply::ok(
+            json!({"items": [{"id": 1}], "next": "file:///etc/passwd"}),
+        )],
+        r#"pagination = { type = "next_link", next_url = "next" }"#,
+    )
     .await;
-    let lake = Lake::start().await;
-    let report = lake
-        .run_items(&pipeline(
-            &server,
-            r#"pagination = { type = "next_link", next_url = "next" }"#,
-        ))
-        .await;
-    let error = lake.assert_failed_without_publishing(&report).await;
     assert!(
         error.ends_with(": next is a file: URL; only http and https links are followed"),
         "{error}"
@@ -228,15 +214,11 @@ async fn a_next_link_to_a_file_is_refused() {
 async fn a_body_over_the_limit_fails_the_run_without_a_retry() {
     let big = serde_json::to_string(&items_page(&(1..=500).collect::<Vec<_>>())).expect("json");
     assert!(big.len() > 2048);
-    let server = script(vec![Reply::Text(big)]).await;
-    let lake = Lake::start().await;
-    let report = lake
-        .run_items(&pipeline(
-            &server,
-            r#"limits = { max_response_size = "1KiB" }"#,
-        ))
-        .await;
-    let error = lake.assert_failed_without_publishing(&report).await;
+    let (server, error) = fails_over(
+        vec![Reply::Text(big)],
+        r#"limits = { max_response_size = "1KiB" }"#,
+    )
+    .await;
     assert_eq!(
         error,
         format!(
@@ -343,17 +325,15 @@ async fn a_redirect_on_the_same_origin_keeps_the_headers() {
 
 #[tokio::test]
 async fn redirects_are_bounded() {
-    let server = script(vec![
-        Reply::Redirect(302, "/a".into()),
-        Reply::Redirect(302, "/b".into()),
-        Reply::Redirect(302, "/c".into()),
-    ])
+    let (server, error) = fails_over(
+        vec![
+            Reply::Redirect(302, "/a".into()),
+            Reply::Redirect(302, "/b".into()),
+            Reply::Redirect(302, "/c".into()),
+        ],
+        "limits = { max_redirects = 2 }",
+    )
     .await;
-    let lake = Lake::start().await;
-    let report = lake
-        .run_items(&pipeline(&server, "limits = { max_redirects = 2 }"))
-        .await;
-    let error = lake.assert_failed_without_publishing(&report).await;
     assert_eq!(
         error,
         format!(
@@ -366,10 +346,8 @@ async fn redirects_are_bounded() {
 
 #[tokio::test]
 async fn a_redirect_to_a_file_is_refused() {
-    let server = script(vec![Reply::Redirect(302, "file:///etc/passwd".into())]).await;
-    let lake = Lake::start().await;
-    let report = lake.run_items(&pipeline(&server, "")).await;
-    let error = lake.assert_failed_without_publishing(&report).await;
+    let (_server, error) =
+        fails_over(vec![Reply::Redirect(302, "file:///etc/passwd".into())], "").await;
     assert!(
         error.ends_with(": 302 Found to a file: URL; only http and https are followed"),
         "{error}"
