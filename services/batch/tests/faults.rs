@@ -6,46 +6,22 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use support::{Lake, Reply, Server, script};
+use serde_json::json;
+use support::{Lake, Reply, Server, items_page, items_pipeline, script};
 use vesper::Shutdown;
-use vesper_batch::{RunReport, RunStatus, USER_AGENT};
+use vesper_batch::{RunStatus, USER_AGENT};
+use vesper_tests::eventually;
 
 /// A one-page pipeline over the scripted server, with fast retries.
 fn pipeline(server: &Server, extra: &str) -> String {
-    format!(
-        r#"
-        base_url = "{}"
-        [pipelines.items]
-        path = "items"
-        records = "items"
-        timeout = "500ms"
-        retry = {{ attempts = 4, initial_backoff = "10ms", max_backoff = "50ms" }}
-        {extra}
-        "#,
-        server.base_url()
+    items_pipeline(
+        &server.base_url(),
+        &format!(
+            r#"timeout = "500ms"
+            retry = {{ attempts = 4, initial_backoff = "10ms", max_backoff = "50ms" }}
+            {extra}"#
+        ),
     )
-}
-
-fn page(ids: &[u64]) -> Value {
-    json!({"items": ids.iter().map(|id| json!({"id": id})).collect::<Vec<_>>()})
-}
-
-async fn run(lake: &Lake, pipelines: &str) -> RunReport {
-    lake.engine(pipelines)
-        .run(&["items"], &Shutdown::new())
-        .await
-        .expect("a known pipeline")
-        .remove(0)
-}
-
-async fn assert_nothing_published(lake: &Lake) {
-    assert_eq!(lake.manifests("items/").await, []);
-    assert_eq!(
-        lake.keys("items/").await,
-        Vec::<String>::new(),
-        "a failed run's parts are deleted"
-    );
 }
 
 #[tokio::test]
@@ -53,11 +29,11 @@ async fn unavailable_answers_are_retried_until_success() {
     let server = script(vec![
         Reply::unavailable(),
         Reply::Json(502, json!({"error": "bad gateway"})),
-        Reply::ok(page(&[1, 2])),
+        Reply::ok(items_page(&[1, 2])),
     ])
     .await;
     let lake = Lake::start().await;
-    let report = run(&lake, &pipeline(&server, "")).await;
+    let report = lake.run_items(&pipeline(&server, "")).await;
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
     assert_eq!(report.retries, 2);
     assert_eq!(report.records, 2);
@@ -70,7 +46,9 @@ async fn unavailable_answers_are_retried_until_success() {
     assert!(lake.latest("items/").await.is_some());
 }
 
-#[tokio::test]
+// Paused: the Retry-After wait runs on tokio's clock, and so do the times
+// the server records, so the second needs no real waiting.
+#[tokio::test(start_paused = true)]
 async fn too_many_requests_waits_as_long_as_retry_after_says() {
     let server = script(vec![
         Reply::JsonWith(
@@ -78,11 +56,11 @@ async fn too_many_requests_waits_as_long_as_retry_after_says() {
             vec![("retry-after", "1".into())],
             json!({"error": "slow down"}),
         ),
-        Reply::ok(page(&[1])),
+        Reply::ok(items_page(&[1])),
     ])
     .await;
     let lake = Lake::start().await;
-    let report = run(&lake, &pipeline(&server, "")).await;
+    let report = lake.run_items(&pipeline(&server, "")).await;
     assert!(report.succeeded(), "{:?}", report.error);
     assert_eq!(report.retries, 1);
     let hits = server.hits();
@@ -101,28 +79,36 @@ async fn a_retry_after_longer_than_the_policy_allows_ends_the_run() {
     )])
     .await;
     let lake = Lake::start().await;
-    let report = run(&lake, &pipeline(&server, "")).await;
+    let report = lake.run_items(&pipeline(&server, "")).await;
     assert_eq!(report.status, RunStatus::Failed);
     let error = report.error.expect("an error");
     assert!(error.contains("retry after 1h"), "{error}");
     assert!(error.contains("max_retry_after (1m)"), "{error}");
     assert_eq!(server.hits().len(), 1);
-    assert_nothing_published(&lake).await;
+    lake.assert_nothing_published("items/").await;
 }
 
-#[tokio::test]
+// Paused: the timeout and the stall run on tokio's clock, which skips ahead
+// whenever every task waits on it.
+#[tokio::test(start_paused = true)]
 async fn a_stall_past_the_timeout_is_retried() {
     let server = script(vec![
-        Reply::stall(Duration::from_secs(10), Reply::ok(page(&[9]))),
-        Reply::ok(page(&[1])),
+        Reply::stall(Duration::from_secs(10), Reply::ok(items_page(&[9]))),
+        Reply::ok(items_page(&[1])),
     ])
     .await;
     let lake = Lake::start().await;
-    let report = run(&lake, &pipeline(&server, "")).await;
+    let started = tokio::time::Instant::now();
+    let report = lake.run_items(&pipeline(&server, "")).await;
     assert!(report.succeeded(), "{:?}", report.error);
     assert_eq!(report.retries, 1);
     let manifest = lake.latest("items/").await.expect("manifest");
     assert_eq!(lake.records(&manifest).await[0]["id"], 1);
+    // On the paused clock, waiting out the stall would take its 10 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the stall was cut short"
+    );
     assert!(
         report.duration < Duration::from_secs(10),
         "the stall was cut short"
@@ -133,11 +119,12 @@ async fn a_stall_past_the_timeout_is_retried() {
 async fn a_bad_request_fails_at_once_with_the_url_and_the_message() {
     let server = script(vec![Reply::Json(400, json!({"error": "Invalid offset"}))]).await;
     let lake = Lake::start().await;
-    let report = run(
-        &lake,
-        &pipeline(&server, r#"pagination = { type = "offset", limit = 10 }"#),
-    )
-    .await;
+    let report = lake
+        .run_items(&pipeline(
+            &server,
+            r#"pagination = { type = "offset", limit = 10 }"#,
+        ))
+        .await;
     assert_eq!(report.status, RunStatus::Failed);
     let expected = format!(
         "GET http://{}/items?offset=0&limit=10: 400 Bad Request: Invalid offset",
@@ -146,7 +133,7 @@ async fn a_bad_request_fails_at_once_with_the_url_and_the_message() {
     assert_eq!(report.error.as_deref(), Some(expected.as_str()));
     assert_eq!(report.retries, 0);
     assert_eq!(server.hits().len(), 1, "no retry");
-    assert_nothing_published(&lake).await;
+    lake.assert_nothing_published("items/").await;
 }
 
 #[tokio::test]
@@ -157,15 +144,13 @@ async fn a_malformed_json_page_fails_with_the_url_and_the_position() {
     ])
     .await;
     let lake = Lake::start().await;
-    let report = run(
-        &lake,
-        &pipeline(
+    let report = lake
+        .run_items(&pipeline(
             &server,
             r#"pagination = { type = "next_link", next_url = "next" }
                parts = { max_records = 1 }"#,
-        ),
-    )
-    .await;
+        ))
+        .await;
     assert_eq!(report.status, RunStatus::Failed);
     let error = report.error.expect("an error");
     assert!(
@@ -180,7 +165,7 @@ async fn a_malformed_json_page_fails_with_the_url_and_the_position() {
         "a complete but malformed body is not retried"
     );
     assert_eq!(report.pages, 1);
-    assert_nothing_published(&lake).await;
+    lake.assert_nothing_published("items/").await;
 }
 
 #[tokio::test]
@@ -203,9 +188,9 @@ async fn exhausted_retries_fail_the_run_and_the_previous_snapshot_stays_latest()
         r#"pagination = { type = "next_link", next_url = "next" }
            parts = { max_records = 1 }"#,
     );
-    let first = run(&lake, &pipelines).await;
+    let first = lake.run_items(&pipelines).await;
     assert!(first.succeeded(), "{:?}", first.error);
-    let second = run(&lake, &pipelines).await;
+    let second = lake.run_items(&pipelines).await;
     assert_eq!(second.status, RunStatus::Failed);
     assert!(second.run_id > first.run_id, "run ids sort by time");
     let error = second.error.expect("an error");
@@ -235,7 +220,7 @@ async fn exhausted_retries_fail_the_run_and_the_previous_snapshot_stays_latest()
 async fn shutdown_stops_a_run_without_publishing() {
     let server = script(vec![
         Reply::ok(json!({"items": [{"id": 1}], "next": "/items?page=2"})),
-        Reply::stall(Duration::from_secs(30), Reply::ok(page(&[2]))),
+        Reply::stall(Duration::from_secs(30), Reply::ok(items_page(&[2]))),
     ])
     .await;
     let lake = Lake::start().await;
@@ -251,21 +236,23 @@ async fn shutdown_stops_a_run_without_publishing() {
         server.base_url()
     ));
     let shutdown = Shutdown::new();
-    let trigger = shutdown.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        trigger.trigger();
-    });
-    let report = engine
-        .run(&["items"], &shutdown)
-        .await
-        .expect("known")
-        .remove(0);
+    // Shut down once the run waits on the stalled second page.
+    let shut_down_while_stalled = async {
+        eventually(
+            "the request for the stalled second page",
+            Duration::from_secs(10),
+            async || server.hits().len() == 2,
+        )
+        .await;
+        shutdown.trigger();
+    };
+    let (reports, ()) = tokio::join!(engine.run(&["items"], &shutdown), shut_down_while_stalled);
+    let report = reports.expect("known").remove(0);
     assert_eq!(report.status, RunStatus::Failed);
     assert_eq!(
         report.error.as_deref(),
         Some("stopped by shutdown before the run finished")
     );
     assert!(report.duration < Duration::from_secs(30));
-    assert_nothing_published(&lake).await;
+    lake.assert_nothing_published("items/").await;
 }

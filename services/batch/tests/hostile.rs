@@ -6,27 +6,19 @@
 
 mod support;
 
-use serde_json::{Value, json};
-use support::{Lake, PagedApi, Reply, Server, script};
-use vesper::Shutdown;
-use vesper_batch::{BatchEngine, Pipelines, RunLimits, RunReport, RunStatus};
-
-fn page(ids: &[u64]) -> Value {
-    json!({"items": ids.iter().map(|id| json!({"id": id})).collect::<Vec<_>>()})
-}
+use serde_json::json;
+use support::{Lake, PagedApi, Reply, Server, items_page, items_pipeline, run_items, script};
+use vesper_batch::{Pipelines, RunLimits};
 
 /// A pipeline `items` over `base_url`, with fast retries and `extra`.
 fn pipeline_at(base_url: &str, extra: &str) -> String {
-    format!(
-        r#"
-        base_url = "{base_url}"
-        [pipelines.items]
-        path = "items"
-        records = "items"
-        timeout = "5s"
-        retry = {{ attempts = 3, initial_backoff = "10ms", max_backoff = "20ms" }}
-        {extra}
-        "#
+    items_pipeline(
+        base_url,
+        &format!(
+            r#"timeout = "5s"
+            retry = {{ attempts = 3, initial_backoff = "10ms", max_backoff = "20ms" }}
+            {extra}"#
+        ),
     )
 }
 
@@ -34,49 +26,29 @@ fn pipeline(server: &Server, extra: &str) -> String {
     pipeline_at(&server.base_url(), extra)
 }
 
-async fn run_engine(engine: &BatchEngine) -> RunReport {
-    engine
-        .run(&["items"], &Shutdown::new())
-        .await
-        .expect("a known pipeline")
-        .remove(0)
-}
-
-async fn run(lake: &Lake, pipelines: &str) -> RunReport {
-    run_engine(&lake.engine(pipelines)).await
-}
-
-async fn assert_failed_without_publishing(lake: &Lake, report: &RunReport) -> String {
-    assert_eq!(report.status, RunStatus::Failed, "{report:?}");
-    assert_eq!(report.manifest_key, None);
-    assert_eq!(lake.manifests("items/").await, []);
-    assert_eq!(
-        lake.keys("items/").await,
-        Vec::<String>::new(),
-        "a failed run's parts are deleted"
-    );
-    report.error.clone().expect("an error")
+/// Runs `items` with `settings` over a server scripted with `replies`,
+/// asserts that the run failed and published nothing, and returns the
+/// server and the error.
+async fn fails_over(replies: Vec<Reply>, settings: &str) -> (Server, String) {
+    let server = script(replies).await;
+    let lake = Lake::start().await;
+    let report = lake.run_items(&pipeline(&server, settings)).await;
+    let error = lake.assert_failed_without_publishing(&report).await;
+    (server, error)
 }
 
 // ------------------------------------------------------------ page counts
 
 #[tokio::test]
 async fn a_huge_total_fails_the_run_before_its_pages_are_planned() {
-    let server = script(vec![Reply::ok(json!({
-        "items": (1..=10).map(|id| json!({"id": id})).collect::<Vec<_>>(),
-        "total": 9_000_000_000_000_000_000u64,
-    }))])
-    .await;
-    let lake = Lake::start().await;
-    let report = run(
-        &lake,
-        &pipeline(
-            &server,
-            r#"pagination = { type = "offset", limit = 10, total = "total" }"#,
-        ),
+    let (server, error) = fails_over(
+        vec![Reply::ok(json!({
+            "items": (1..=10).map(|id| json!({"id": id})).collect::<Vec<_>>(),
+            "total": 9_000_000_000_000_000_000u64,
+        }))],
+        r#"pagination = { type = "offset", limit = 10, total = "total" }"#,
     )
     .await;
-    let error = assert_failed_without_publishing(&lake, &report).await;
     assert_eq!(
         error,
         format!(
@@ -105,8 +77,8 @@ async fn a_huge_page_count_fails_the_run_against_the_engines_limit() {
             ..RunLimits::default()
         })
         .expect("valid limits");
-    let report = run_engine(&engine).await;
-    let error = assert_failed_without_publishing(&lake, &report).await;
+    let report = run_items(&engine).await;
+    let error = lake.assert_failed_without_publishing(&report).await;
     assert!(
         error.contains("pages 500 on page 1 means 500 pages, over the run's page limit of 100 (limits.max_pages)"),
         "{error}"
@@ -116,21 +88,14 @@ async fn a_huge_page_count_fails_the_run_against_the_engines_limit() {
 
 #[tokio::test]
 async fn a_negative_total_is_refused_with_the_field_named() {
-    let server = script(vec![Reply::ok(json!({
-        "items": (1..=10).map(|id| json!({"id": id})).collect::<Vec<_>>(),
-        "total": -3,
-    }))])
-    .await;
-    let lake = Lake::start().await;
-    let report = run(
-        &lake,
-        &pipeline(
-            &server,
-            r#"pagination = { type = "offset", limit = 10, total = "total" }"#,
-        ),
+    let (_server, error) = fails_over(
+        vec![Reply::ok(json!({
+            "items": (1..=10).map(|id| json!({"id": id})).collect::<Vec<_>>(),
+            "total": -3,
+        }))],
+        r#"pagination = { type = "offset", limit = 10, total = "total" }"#,
     )
     .await;
-    let error = assert_failed_without_publishing(&lake, &report).await;
     assert!(error.ends_with(": total is -3, not a count"), "{error}");
 }
 
@@ -142,15 +107,13 @@ async fn a_stop_rule_takes_part_of_a_huge_total_on_purpose() {
     ])
     .await;
     let lake = Lake::start().await;
-    let report = run(
-        &lake,
-        &pipeline(
+    let report = lake
+        .run_items(&pipeline(
             &server,
             r#"pagination = { type = "offset", limit = 2, total = "total" }
                stop = { max_pages = 2 }"#,
-        ),
-    )
-    .await;
+        ))
+        .await;
     assert!(report.succeeded(), "{:?}", report.error);
     assert_eq!(report.stop_reason.as_deref(), Some("max_pages 2"));
     assert_eq!(report.records, 4);
@@ -161,9 +124,8 @@ async fn a_stop_rule_takes_part_of_a_huge_total_on_purpose() {
 async fn an_api_with_more_pages_than_the_limit_fails_the_run() {
     let api = PagedApi::start(100).await;
     let lake = Lake::start().await;
-    let report = run(
-        &lake,
-        &format!(
+    let report = lake
+        .run_items(&format!(
             r#"
             base_url = "{}"
             [pipelines.items]
@@ -173,10 +135,9 @@ async fn an_api_with_more_pages_than_the_limit_fails_the_run() {
             limits = {{ max_pages = 3 }}
             "#,
             api.base_url()
-        ),
-    )
-    .await;
-    let error = assert_failed_without_publishing(&lake, &report).await;
+        ))
+        .await;
+    let error = lake.assert_failed_without_publishing(&report).await;
     assert_eq!(
         error,
         format!(
@@ -191,23 +152,16 @@ async fn an_api_with_more_pages_than_the_limit_fails_the_run() {
 
 #[tokio::test]
 async fn a_cursor_that_comes_back_two_pages_later_is_a_loop() {
-    let server = script(vec![
-        Reply::ok(json!({"items": [{"id": 1}], "next_cursor": "A"})),
-        Reply::ok(json!({"items": [{"id": 2}], "next_cursor": "B"})),
-        Reply::ok(json!({"items": [{"id": 3}], "next_cursor": "A"})),
-        Reply::ok(json!({"items": [{"id": 2}], "next_cursor": "B"})),
-    ])
-    .await;
-    let lake = Lake::start().await;
-    let report = run(
-        &lake,
-        &pipeline(
-            &server,
-            r#"pagination = { type = "cursor", cursor = "next_cursor" }"#,
-        ),
+    let (server, error) = fails_over(
+        vec![
+            Reply::ok(json!({"items": [{"id": 1}], "next_cursor": "A"})),
+            Reply::ok(json!({"items": [{"id": 2}], "next_cursor": "B"})),
+            Reply::ok(json!({"items": [{"id": 3}], "next_cursor": "A"})),
+            Reply::ok(json!({"items": [{"id": 2}], "next_cursor": "B"})),
+        ],
+        r#"pagination = { type = "cursor", cursor = "next_cursor" }"#,
     )
     .await;
-    let error = assert_failed_without_publishing(&lake, &report).await;
     assert_eq!(
         error,
         format!(
@@ -220,22 +174,15 @@ async fn a_cursor_that_comes_back_two_pages_later_is_a_loop() {
 
 #[tokio::test]
 async fn a_next_link_back_to_the_first_page_is_a_loop() {
-    let server = script(vec![
-        Reply::ok(json!({"items": [{"id": 1}], "next": "/items?page=2"})),
-        Reply::ok(json!({"items": [{"id": 2}], "next": "/items?page=3"})),
-        Reply::ok(json!({"items": [{"id": 3}], "next": "/items"})),
-    ])
-    .await;
-    let lake = Lake::start().await;
-    let report = run(
-        &lake,
-        &pipeline(
-            &server,
-            r#"pagination = { type = "next_link", next_url = "next" }"#,
-        ),
+    let (server, error) = fails_over(
+        vec![
+            Reply::ok(json!({"items": [{"id": 1}], "next": "/items?page=2"})),
+            Reply::ok(json!({"items": [{"id": 2}], "next": "/items?page=3"})),
+            Reply::ok(json!({"items": [{"id": 3}], "next": "/items"})),
+        ],
+        r#"pagination = { type = "next_link", next_url = "next" }"#,
     )
     .await;
-    let error = assert_failed_without_publishing(&lake, &report).await;
     assert_eq!(
         error,
         format!(
@@ -248,20 +195,13 @@ async fn a_next_link_back_to_the_first_page_is_a_loop() {
 
 #[tokio::test]
 async fn a_next_link_to_a_file_is_refused() {
-    let server = script(vec![Reply::ok(
-        json!({"items": [{"id": 1}], "next": "file:///etc/passwd"}),
-    )])
-    .await;
-    let lake = Lake::start().await;
-    let report = run(
-        &lake,
-        &pipeline(
-            &server,
-            r#"pagination = { type = "next_link", next_url = "next" }"#,
-        ),
+    let (_server, error) = fails_over(
+        vec![Reply::ok(
+            json!({"items": [{"id": 1}], "next": "file:///etc/passwd"}),
+        )],
+        r#"pagination = { type = "next_link", next_url = "next" }"#,
     )
     .await;
-    let error = assert_failed_without_publishing(&lake, &report).await;
     assert!(
         error.ends_with(": next is a file: URL; only http and https links are followed"),
         "{error}"
@@ -272,16 +212,13 @@ async fn a_next_link_to_a_file_is_refused() {
 
 #[tokio::test]
 async fn a_body_over_the_limit_fails_the_run_without_a_retry() {
-    let big = serde_json::to_string(&page(&(1..=500).collect::<Vec<_>>())).expect("json");
+    let big = serde_json::to_string(&items_page(&(1..=500).collect::<Vec<_>>())).expect("json");
     assert!(big.len() > 2048);
-    let server = script(vec![Reply::Text(big)]).await;
-    let lake = Lake::start().await;
-    let report = run(
-        &lake,
-        &pipeline(&server, r#"limits = { max_response_size = "1KiB" }"#),
+    let (server, error) = fails_over(
+        vec![Reply::Text(big)],
+        r#"limits = { max_response_size = "1KiB" }"#,
     )
     .await;
-    let error = assert_failed_without_publishing(&lake, &report).await;
     assert_eq!(
         error,
         format!(
@@ -303,8 +240,8 @@ async fn a_body_that_never_ends_is_cut_at_the_engines_limit() {
             ..RunLimits::default()
         })
         .expect("valid limits");
-    let report = run_engine(&engine).await;
-    let error = assert_failed_without_publishing(&lake, &report).await;
+    let report = run_items(&engine).await;
+    let error = lake.assert_failed_without_publishing(&report).await;
     assert!(
         error.ends_with(": the response body is over 256KiB (limits.max_response_size); raise the limit (--max-response-size) or ask for smaller pages"),
         "{error}"
@@ -314,7 +251,7 @@ async fn a_body_that_never_ends_is_cut_at_the_engines_limit() {
 
 #[tokio::test]
 async fn a_pipelines_own_limit_wins_over_the_engines() {
-    let body = serde_json::to_string(&page(&(1..=200).collect::<Vec<_>>())).expect("json");
+    let body = serde_json::to_string(&items_page(&(1..=200).collect::<Vec<_>>())).expect("json");
     let server = script(vec![Reply::Text(body)]).await;
     let lake = Lake::start().await;
     let engine = lake
@@ -327,7 +264,7 @@ async fn a_pipelines_own_limit_wins_over_the_engines() {
             ..RunLimits::default()
         })
         .expect("valid limits");
-    let report = run_engine(&engine).await;
+    let report = run_items(&engine).await;
     assert!(report.succeeded(), "{:?}", report.error);
     assert_eq!(report.records, 200);
 }
@@ -336,7 +273,7 @@ async fn a_pipelines_own_limit_wins_over_the_engines() {
 
 #[tokio::test]
 async fn a_redirect_to_another_origin_is_not_followed() {
-    let elsewhere = script(vec![Reply::ok(page(&[1]))]).await;
+    let elsewhere = script(vec![Reply::ok(items_page(&[1]))]).await;
     let server = script(vec![Reply::Redirect(
         302,
         format!("{}items", elsewhere.base_url()),
@@ -344,12 +281,13 @@ async fn a_redirect_to_another_origin_is_not_followed() {
     .await;
     let base_url = format!("http://alice:hunter2-secret@{}/", server.addr);
     let lake = Lake::start().await;
-    let report = run(
-        &lake,
-        &pipeline_at(&base_url, r#"headers = { X-Api-Key = "key-123" }"#),
-    )
-    .await;
-    let error = assert_failed_without_publishing(&lake, &report).await;
+    let report = lake
+        .run_items(&pipeline_at(
+            &base_url,
+            r#"headers = { X-Api-Key = "key-123" }"#,
+        ))
+        .await;
+    let error = lake.assert_failed_without_publishing(&report).await;
     assert_eq!(
         error,
         format!(
@@ -367,15 +305,13 @@ async fn a_redirect_on_the_same_origin_keeps_the_headers() {
     let server = script(vec![
         Reply::Redirect(301, "/v2/items".into()),
         Reply::Redirect(307, "/v3/items".into()),
-        Reply::ok(page(&[1, 2])),
+        Reply::ok(items_page(&[1, 2])),
     ])
     .await;
     let lake = Lake::start().await;
-    let report = run(
-        &lake,
-        &pipeline(&server, r#"headers = { X-Api-Key = "key-123" }"#),
-    )
-    .await;
+    let report = lake
+        .run_items(&pipeline(&server, r#"headers = { X-Api-Key = "key-123" }"#))
+        .await;
     assert!(report.succeeded(), "{:?}", report.error);
     assert_eq!(report.records, 2);
     assert_eq!(server.uris(), ["/items", "/v2/items", "/v3/items"]);
@@ -389,15 +325,15 @@ async fn a_redirect_on_the_same_origin_keeps_the_headers() {
 
 #[tokio::test]
 async fn redirects_are_bounded() {
-    let server = script(vec![
-        Reply::Redirect(302, "/a".into()),
-        Reply::Redirect(302, "/b".into()),
-        Reply::Redirect(302, "/c".into()),
-    ])
+    let (server, error) = fails_over(
+        vec![
+            Reply::Redirect(302, "/a".into()),
+            Reply::Redirect(302, "/b".into()),
+            Reply::Redirect(302, "/c".into()),
+        ],
+        "limits = { max_redirects = 2 }",
+    )
     .await;
-    let lake = Lake::start().await;
-    let report = run(&lake, &pipeline(&server, "limits = { max_redirects = 2 }")).await;
-    let error = assert_failed_without_publishing(&lake, &report).await;
     assert_eq!(
         error,
         format!(
@@ -410,10 +346,8 @@ async fn redirects_are_bounded() {
 
 #[tokio::test]
 async fn a_redirect_to_a_file_is_refused() {
-    let server = script(vec![Reply::Redirect(302, "file:///etc/passwd".into())]).await;
-    let lake = Lake::start().await;
-    let report = run(&lake, &pipeline(&server, "")).await;
-    let error = assert_failed_without_publishing(&lake, &report).await;
+    let (_server, error) =
+        fails_over(vec![Reply::Redirect(302, "file:///etc/passwd".into())], "").await;
     assert!(
         error.ends_with(": 302 Found to a file: URL; only http and https are followed"),
         "{error}"

@@ -7,16 +7,6 @@ use support::{Lake, PagedApi, ids};
 use vesper::Shutdown;
 use vesper_batch::{Pipelines, RunReport};
 
-async fn run_one(lake: &Lake, pipelines: &str) -> RunReport {
-    let engine = lake.engine(pipelines);
-    let mut reports = engine
-        .run(&[] as &[&str], &Shutdown::new())
-        .await
-        .expect("known pipelines");
-    assert_eq!(reports.len(), 1);
-    reports.remove(0)
-}
-
 /// Runs `pagination` over `/path` of a 45-item API; returns the report, the
 /// written ids and the requests.
 async fn page_through(
@@ -26,9 +16,8 @@ async fn page_through(
 ) -> (RunReport, Vec<u64>, Vec<String>) {
     let api = PagedApi::start(items).await;
     let lake = Lake::start().await;
-    let report = run_one(
-        &lake,
-        &format!(
+    let report = lake
+        .run_only(&format!(
             r#"
             base_url = "{}"
             [pipelines.items]
@@ -37,9 +26,8 @@ async fn page_through(
             pagination = {pagination}
             "#,
             api.base_url()
-        ),
-    )
-    .await;
+        ))
+        .await;
     assert!(report.succeeded(), "{:?}", report.error);
     let manifest = lake.latest("items/").await.expect("a manifested run");
     let records = lake.records(&manifest).await;
@@ -136,9 +124,8 @@ async fn offset_honours_a_start_and_renamed_parameters() {
     let api = PagedApi::start(30).await;
     let lake = Lake::start().await;
     // The API reads offset/limit; a start of 20 skips the first 20 items.
-    let report = run_one(
-        &lake,
-        &format!(
+    let report = lake
+        .run_only(&format!(
             r#"
             base_url = "{}"
             [pipelines.items]
@@ -148,9 +135,8 @@ async fn offset_honours_a_start_and_renamed_parameters() {
             pagination = {{ type = "offset", limit = 5, start = 20, limit_param = "size" }}
             "#,
             api.base_url()
-        ),
-    )
-    .await;
+        ))
+        .await;
     assert!(report.succeeded(), "{:?}", report.error);
     let manifest = lake.latest("items/").await.expect("manifest");
     // The server ignores `size` and reads the query's limit = 4: a first
@@ -252,9 +238,8 @@ async fn single_page() {
 async fn a_single_page_of_an_api_that_says_it_has_more_fails() {
     let api = PagedApi::start(45).await;
     let lake = Lake::start().await;
-    let report = run_one(
-        &lake,
-        &format!(
+    let report = lake
+        .run_only(&format!(
             r#"
             base_url = "{}"
             [pipelines.items]
@@ -262,9 +247,8 @@ async fn a_single_page_of_an_api_that_says_it_has_more_fails() {
             records = "data"
             "#,
             api.base_url()
-        ),
-    )
-    .await;
+        ))
+        .await;
     assert_eq!(
         report.error.as_deref(),
         Some(
@@ -317,8 +301,7 @@ async fn a_server_that_caps_its_pages_below_the_limit_is_not_silently_skipped() 
     // from the limit would skip half the items.
     let api = PagedApi::start_with(45, 10, false).await;
     let lake = Lake::start().await;
-    let report = run_one(
-        &lake,
+    let report = lake.run_only(
         &format!(
             r#"
             base_url = "{}"
@@ -363,10 +346,9 @@ async fn a_wrong_pagination_setting_is_caught_at_load_time() {
 async fn a_rate_limit_spaces_the_requests_of_a_run() {
     let api = PagedApi::start(25).await;
     let lake = Lake::start().await;
-    let started = std::time::Instant::now();
-    let report = run_one(
-        &lake,
-        &format!(
+    let started = tokio::time::Instant::now();
+    let report = lake
+        .run_only(&format!(
             r#"
             base_url = "{}"
             [defaults]
@@ -378,9 +360,8 @@ async fn a_rate_limit_spaces_the_requests_of_a_run() {
             pagination = {{ type = "cursor", cursor = "next_cursor" }}
             "#,
             api.base_url()
-        ),
-    )
-    .await;
+        ))
+        .await;
     assert!(report.succeeded(), "{:?}", report.error);
     let hits = api.hits();
     assert_eq!(hits.len(), 3);

@@ -20,9 +20,7 @@ use axum::{
     routing::get,
 };
 use serde_json::{Value, json};
-use support::{Lake, PagedApi};
-use vesper::Shutdown;
-use vesper_batch::RunReport;
+use support::{Lake, PagedApi, Server, serve};
 
 const RECORDS: u64 = 1234;
 const TOKEN: &str = "ghp_replica-token-0123456789";
@@ -189,14 +187,7 @@ async fn capped_pages(
 
 struct Api {
     replica: Replica,
-    base_url: String,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    server: Server,
 }
 
 async fn start() -> Api {
@@ -207,26 +198,10 @@ async fn start() -> Api {
         .route("/v1/customers", get(stripe_customers))
         .route("/pages", get(capped_pages))
         .with_state(replica.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app).await.expect("serve");
-    });
     Api {
         replica,
-        base_url: format!("http://{addr}/"),
-        task,
+        server: serve(app).await,
     }
-}
-
-async fn run(lake: &Lake, pipelines: &str) -> RunReport {
-    lake.engine(pipelines)
-        .run(&[] as &[&str], &Shutdown::new())
-        .await
-        .expect("known pipelines")
-        .remove(0)
 }
 
 /// The ids of the latest manifested run of `prefix`, in lake order.
@@ -249,9 +224,8 @@ async fn github_link_header_lands_every_record_once_with_a_token_from_a_file() {
     let lake = Lake::start().await;
     let token_file = lake.dir.path().join("github-token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("write the token");
-    let report = run(
-        &lake,
-        &format!(
+    let report = lake
+        .run_only(&format!(
             r#"
             base_url = "{}"
             [pipelines.issues]
@@ -260,11 +234,10 @@ async fn github_link_header_lands_every_record_once_with_a_token_from_a_file() {
             headers = {{ Authorization = "Bearer ${{file:{}}}" }}
             pagination = {{ type = "link_header" }}
             "#,
-            api.base_url,
+            api.server.base_url(),
             token_file.display()
-        ),
-    )
-    .await;
+        ))
+        .await;
     assert!(report.succeeded(), "{:?}", report.error);
     assert_eq!(report.pages, 13);
     assert_eq!(report.stop_reason.as_deref(), Some("no Link rel=\"next\""));
@@ -291,9 +264,8 @@ async fn github_link_header_lands_every_record_once_with_a_token_from_a_file() {
 async fn a_cursor_in_a_response_header_lands_every_record_once() {
     let api = start().await;
     let lake = Lake::start().await;
-    let report = run(
-        &lake,
-        &format!(
+    let report = lake
+        .run_only(&format!(
             r#"
             base_url = "{}"
             [pipelines.feed]
@@ -301,10 +273,9 @@ async fn a_cursor_in_a_response_header_lands_every_record_once() {
             records = "items"
             pagination = {{ type = "header_cursor", cursor_header = "X-Next-Cursor" }}
             "#,
-            api.base_url
-        ),
-    )
-    .await;
+            api.server.base_url()
+        ))
+        .await;
     assert!(report.succeeded(), "{:?}", report.error);
     assert_eq!(report.pages, 13);
     assert_eq!(
@@ -319,8 +290,7 @@ async fn a_cursor_in_a_response_header_lands_every_record_once() {
 async fn stripe_starting_after_the_last_record_lands_every_record_once() {
     let api = start().await;
     let lake = Lake::start().await;
-    let report = run(
-        &lake,
+    let report = lake.run_only(
         &format!(
             r#"
             base_url = "{}"
@@ -330,7 +300,7 @@ async fn stripe_starting_after_the_last_record_lands_every_record_once() {
             records = "data"
             pagination = {{ type = "last_record", cursor_field = "id", cursor_param = "starting_after", has_more = "has_more" }}
             "#,
-            api.base_url
+            api.server.base_url()
         ),
     )
     .await;
@@ -351,8 +321,7 @@ async fn stripe_starting_after_the_last_record_lands_every_record_once() {
 async fn stripe_with_has_more_seen_but_not_declared_still_lands_everything() {
     let api = start().await;
     let lake = Lake::start().await;
-    let report = run(
-        &lake,
+    let report = lake.run_only(
         &format!(
             r#"
             base_url = "{}"
@@ -362,7 +331,7 @@ async fn stripe_with_has_more_seen_but_not_declared_still_lands_everything() {
             records = "data"
             pagination = {{ type = "last_record", cursor_field = "id", cursor_param = "starting_after" }}
             "#,
-            api.base_url
+            api.server.base_url()
         ),
     )
     .await;
@@ -379,9 +348,8 @@ async fn stripe_with_has_more_seen_but_not_declared_still_lands_everything() {
 async fn stripe_fails(pagination: &str, error: &str) {
     let api = start().await;
     let lake = Lake::start().await;
-    let report = run(
-        &lake,
-        &format!(
+    let report = lake
+        .run_only(&format!(
             r#"
             base_url = "{}"
             [pipelines.customers]
@@ -390,10 +358,9 @@ async fn stripe_fails(pagination: &str, error: &str) {
             records = "data"
             pagination = {pagination}
             "#,
-            api.base_url
-        ),
-    )
-    .await;
+            api.server.base_url()
+        ))
+        .await;
     assert!(!report.succeeded(), "{pagination}");
     let message = report.error.expect("an error");
     assert!(message.ends_with(error), "{pagination}:\n{message}");
@@ -444,23 +411,23 @@ async fn page_numbers_larger_than_the_server_serves_fail_instead_of_skipping() {
             records = "data"
             pagination = {{ type = "page_number", page_size = {page_size}, page_size_param = "per_page" }}
             "#,
-            api.base_url
+            api.server.base_url()
         )
     };
-    let report = run(&lake, &pipelines(200)).await;
+    let report = lake.run_only(&pipelines(200)).await;
     assert_eq!(
         report.error.as_deref(),
         Some(
             format!(
                 "GET {}pages?page=2&per_page=100: page 1 had 100 records for page_size 200, and page 2 asked for at 100 a page has 100 more: the server serves fewer records per page than page_size asks for, so numbered pages could skip or repeat records; set page_size to 100 or less",
-                api.base_url
+                api.server.base_url()
             )
             .as_str()
         )
     );
     assert!(lake.keys("pages/").await.is_empty());
 
-    let report = run(&lake, &pipelines(100)).await;
+    let report = lake.run_only(&pipelines(100)).await;
     assert!(report.succeeded(), "{:?}", report.error);
     assert_eq!(
         report.stop_reason.as_deref(),
@@ -476,9 +443,8 @@ async fn a_short_first_page_is_confirmed_by_the_next_at_the_size_served() {
     // The replica numbers pages by the size asked for: page 2 at 2,000 a
     // page would be empty, and look like the end after 100 of 1,234
     // records. Asked for at the 100 a page served, it is not.
-    let report = run(
-        &lake,
-        &format!(
+    let report = lake
+        .run_only(&format!(
             r#"
             base_url = "{}"
             [pipelines.pages]
@@ -486,10 +452,9 @@ async fn a_short_first_page_is_confirmed_by_the_next_at_the_size_served() {
             records = "data"
             pagination = {{ type = "page_number", page_size = 2000, page_size_param = "per_page" }}
             "#,
-            api.base_url
-        ),
-    )
-    .await;
+            api.server.base_url()
+        ))
+        .await;
     assert!(!report.succeeded(), "100 of 1,234 records is not a success");
     assert_eq!(
         api.replica.uris(),
@@ -500,9 +465,8 @@ async fn a_short_first_page_is_confirmed_by_the_next_at_the_size_served() {
     // A result that really fits one short page: the page after it, at the
     // size served, is empty.
     let small = PagedApi::start(7).await;
-    let report = run(
-        &lake,
-        &format!(
+    let report = lake
+        .run_only(&format!(
             r#"
             base_url = "{}"
             [pipelines.small]
@@ -511,9 +475,8 @@ async fn a_short_first_page_is_confirmed_by_the_next_at_the_size_served() {
             pagination = {{ type = "page_number", page_size = 50, page_size_param = "per_page" }}
             "#,
             small.base_url()
-        ),
-    )
-    .await;
+        ))
+        .await;
     assert!(report.succeeded(), "{:?}", report.error);
     assert_eq!(
         small.uris(),

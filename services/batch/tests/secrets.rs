@@ -5,17 +5,8 @@
 mod support;
 
 use serde_json::json;
-use support::{CapturedLogs, Lake, Reply, every_file, script};
-use vesper::Shutdown;
-use vesper_batch::{BatchEngine, Pipelines, RunReport, RunStatus};
-
-async fn run_engine(engine: &BatchEngine) -> RunReport {
-    engine
-        .run(&["items"], &Shutdown::new())
-        .await
-        .expect("a known pipeline")
-        .remove(0)
-}
+use support::{CapturedLogs, Lake, Reply, every_file, run_items, script};
+use vesper_batch::{Pipelines, RunStatus};
 
 const PASSWORD: &str = "hunter2-secret";
 /// base64("alice:hunter2-secret")
@@ -58,7 +49,7 @@ async fn credentials_in_the_source_url_are_sent_but_never_shown() {
     );
     let engine = lake.engine_for(pipelines);
 
-    let report = run_engine(&engine).await;
+    let report = run_items(&engine).await;
     assert!(report.succeeded(), "{:?}", report.error);
     let hits = server.hits();
     assert_eq!(hits.len(), 2);
@@ -83,7 +74,7 @@ async fn credentials_in_the_source_url_are_sent_but_never_shown() {
         assert_no_secret(&path.display().to_string(), &String::from_utf8_lossy(bytes));
     }
 
-    let failed = run_engine(&engine).await;
+    let failed = run_items(&engine).await;
     assert_eq!(failed.status, RunStatus::Failed);
     let error = failed.error.clone().expect("an error");
     assert_eq!(

@@ -1,6 +1,6 @@
 //! The built-in pipelines end to end against a replica of the old data
-//! server's REST API (its paging, its shapes, its faults), through a real
-//! Storage service into a directory lake.
+//! server's REST API (its paging, its shapes, its faults), into a
+//! directory lake.
 
 mod support;
 

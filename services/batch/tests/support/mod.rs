@@ -1,5 +1,8 @@
-//! What the batch tests share: a lake behind a real Storage gRPC server,
-//! a scripted fault server, and a paged API in every paging style.
+//! What the batch tests share: a lake (an in-process directory store,
+//! reached through the `ObjectStore` trait as the engine reaches any
+//! store), a scripted fault server, and a paged API in every paging style.
+//! The engine through a real Storage service is a cross-service test, in
+//! the workspace's end-to-end tests.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -10,7 +13,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use axum::{
@@ -24,47 +27,63 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
-use vesper::{Shutdown, config::PeerAddr};
-use vesper_batch::{BatchEngine, MANIFEST_NAME, Manifest, Pipelines, Quiet};
-use vesper_storage::{FsStore, ObjectKey, ObjectStore, RemoteStore};
+use tokio::time::Instant;
+use vesper::Shutdown;
+use vesper_batch::{BatchEngine, MANIFEST_NAME, Manifest, Pipelines, Quiet, RunReport, RunStatus};
+use vesper_storage::{FsStore, ObjectKey, ObjectStore};
 
 const OBJECT_LIMIT: u64 = 64 * 1024 * 1024;
 
-/// A directory lake served by an in-process Storage gRPC server; `store`
-/// reaches it through the service, as the batch service does.
+/// A directory lake in a temp dir, behind an in-process [`FsStore`].
 pub struct Lake {
     pub store: Arc<dyn ObjectStore>,
     pub dir: TempDir,
-    pub addr: SocketAddr,
-    shutdown: Shutdown,
 }
 
 impl Lake {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let fs: Arc<dyn ObjectStore> = Arc::new(
+        let store: Arc<dyn ObjectStore> = Arc::new(
             FsStore::open(dir.path(), OBJECT_LIMIT)
                 .await
                 .expect("open the lake"),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self { store, dir }
+    }
+
+    /// Runs the one pipeline of a file over this lake.
+    pub async fn run_only(&self, pipelines: &str) -> RunReport {
+        let mut reports = self
+            .engine(pipelines)
+            .run(&[] as &[&str], &Shutdown::new())
             .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("storage address");
-        let shutdown = Shutdown::new();
-        tokio::spawn(vesper_storage::serve(
-            listener,
-            fs,
-            OBJECT_LIMIT,
-            shutdown.signalled(),
-        ));
-        let peer: PeerAddr = addr.to_string().parse().expect("peer");
-        Self {
-            store: Arc::new(RemoteStore::connect_lazy(&peer, OBJECT_LIMIT)),
-            dir,
-            addr,
-            shutdown,
-        }
+            .expect("known pipelines");
+        assert_eq!(reports.len(), 1);
+        reports.remove(0)
+    }
+
+    /// Runs the pipeline `items` of a file over this lake.
+    pub async fn run_items(&self, pipelines: &str) -> RunReport {
+        run_items(&self.engine(pipelines)).await
+    }
+
+    /// Asserts that `report` is a failure that left nothing under `items/`,
+    /// and returns its error.
+    pub async fn assert_failed_without_publishing(&self, report: &RunReport) -> String {
+        assert_eq!(report.status, RunStatus::Failed, "{report:?}");
+        assert_eq!(report.manifest_key, None);
+        self.assert_nothing_published("items/").await;
+        report.error.clone().expect("an error")
+    }
+
+    /// Asserts that there is neither a manifest nor a part under `prefix`.
+    pub async fn assert_nothing_published(&self, prefix: &str) {
+        assert_eq!(self.manifests(prefix).await, []);
+        assert_eq!(
+            self.keys(prefix).await,
+            Vec::<String>::new(),
+            "a failed run's parts are deleted"
+        );
     }
 
     /// An engine over pipelines written in the file format, quiet.
@@ -157,18 +176,13 @@ impl Lake {
     }
 }
 
-impl Drop for Lake {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
-}
-
 // ---------------------------------------------------------------- servers
 
 /// One request a scripted server received.
 #[derive(Debug, Clone)]
 pub struct Hit {
     pub uri: String,
+    /// On tokio's clock, so that a test on paused time measures waits.
     pub at: Instant,
     pub user_agent: String,
     pub headers: axum::http::HeaderMap,
@@ -535,6 +549,40 @@ async fn linked_page(
     let end = (from + state.page_size).min(state.items);
     let next = (end < state.items).then(|| format!("/links?after={end}"));
     Json(json!({"data": items(from, end), "links": {"next": next}})).into_response()
+}
+
+/// Runs the pipeline `items` of `engine` to its end.
+pub async fn run_items(engine: &BatchEngine) -> RunReport {
+    engine
+        .run(&["items"], &Shutdown::new())
+        .await
+        .expect("a known pipeline")
+        .remove(0)
+}
+
+/// A page `{"items": [{"id": ..}, ..]}`.
+pub fn items_page(ids: &[u64]) -> Value {
+    json!({"items": ids.iter().map(|id| json!({"id": id})).collect::<Vec<_>>()})
+}
+
+/// A file with one pipeline, `items`, at `base_url`: path and records
+/// `items`, then `settings` (lines of the pipeline's table).
+pub fn items_pipeline(base_url: &str, settings: &str) -> String {
+    format!(
+        r#"
+        base_url = "{base_url}"
+        [pipelines.items]
+        path = "items"
+        records = "items"
+        {settings}
+        "#
+    )
+}
+
+/// Serves `app` on a free local port until the returned server is
+/// dropped.
+pub async fn serve(app: Router) -> Server {
+    Server::start(app, HitLog::default()).await
 }
 
 /// The `id`s of records, in order.
