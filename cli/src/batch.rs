@@ -14,9 +14,7 @@ use vesper::{
     grpc::GrpcLimits,
     metrics::MetricsArgs,
 };
-use vesper_batch::{
-    BatchArgs, BatchError, LogProgress, PipelineArgs, RunObserver, RunReport, human_bytes,
-};
+use vesper_batch::{BatchArgs, BatchError, LogProgress, PipelineArgs, RunObserver, RunReport};
 
 /// Run batch pipelines: pull paged REST APIs into lake snapshots.
 #[derive(Debug, Args)]
@@ -187,7 +185,7 @@ fn print_reports(reports: &[RunReport]) -> std::io::Result<()> {
             report.status.as_str().to_owned(),
             report.records.to_string(),
             report.pages.to_string(),
-            human_bytes(report.bytes),
+            indicatif::HumanBytes(report.bytes).to_string(),
             report.retries.to_string(),
             format!("{:.1}s", report.duration.as_secs_f64()),
             format!("{:.0}", report.records_per_second()),

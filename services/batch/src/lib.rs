@@ -30,7 +30,7 @@ pub use error::BatchError;
 pub use fetch::USER_AGENT;
 pub use field::FieldPath;
 pub use progress::{LogProgress, Progress, Quiet, RunObserver};
-pub use report::{RunReport, RunStatus, human_bytes};
+pub use report::{RunReport, RunStatus};
 pub use service::{BatchPipelineService, serve};
 pub use snapshot::{MANIFEST_NAME, Manifest, NDJSON_CONTENT_TYPE, PartInfo, run_directory};
 pub use spec::{
