@@ -90,7 +90,13 @@ async fn main() {
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally::default();
             let mut request = connection;
-            let mut due = Instant::now();
+            // Connections take turns: their schedules are spread over one
+            // interval, so the rate is smooth instead of bursts of all of
+            // them at once.
+            let mut due = Instant::now()
+                + interval.map_or(Duration::ZERO, |interval| {
+                    interval.mul_f64(connection as f64 / connections as f64)
+                });
             while Instant::now() < deadline {
                 if interval.is_some() {
                     tokio::time::sleep_until(due.into()).await;

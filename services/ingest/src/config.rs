@@ -31,8 +31,11 @@ pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(10);
 /// properties while keeping one request, one batch and one object
 /// bounded by a few of them.
 pub const DEFAULT_MAX_EVENT_BYTES: ByteSize = ByteSize::kib(256);
-/// Default bytes of NDJSON per lake object.
-pub const DEFAULT_BATCH_BYTES: ByteSize = ByteSize::mib(8);
+/// Default bytes of NDJSON per lake object: big enough that a partition
+/// under a heavy load gets a few objects a second, small enough that the
+/// objects being written (each copied through the Storage gRPC hop) keep
+/// the process's peak memory under 100 MB (docs/benchmarks.md).
+pub const DEFAULT_BATCH_BYTES: ByteSize = ByteSize::mib(4);
 /// Default bound of the accepted events held in memory while they wait
 /// for the lake; past it they wait in the log only.
 pub const DEFAULT_MAX_BUFFERED_BYTES: ByteSize = ByteSize::mib(64);
@@ -67,7 +70,8 @@ pub struct IngestConfig {
     pub retry_initial: Duration,
     /// Longest wait between flush retries.
     pub retry_max: Duration,
-    /// Flushes that may write to storage at once.
+    /// Flushes that may write to storage at once; each holds one object
+    /// (and its copies on the way to storage) in memory.
     pub flush_concurrency: usize,
     /// The largest object storage accepts: the gRPC message limit of the
     /// storage client.
@@ -100,7 +104,7 @@ impl IngestConfig {
             dedup_ttl: DEFAULT_DEDUP_TTL,
             retry_initial: Duration::from_millis(200),
             retry_max: DEFAULT_RETRY_MAX,
-            flush_concurrency: 4,
+            flush_concurrency: 2,
             max_object_size: vesper_storage::DEFAULT_MAX_OBJECT_SIZE.bytes(),
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES.bytes(),
             batch_bytes: DEFAULT_BATCH_BYTES.bytes(),
