@@ -25,7 +25,7 @@ mod wait;
 pub use events::{event_id, upstream_event};
 pub use grpcurl::{Grpcurl, GrpcurlError};
 pub use lake::{assert_each_acknowledged_event_once, lake_event_ids, lake_records};
-pub use memory::{peak_rss_bytes, peak_rss_line, rss_bytes};
+pub use memory::{peak_rss_bytes, peak_rss_bytes_of, peak_rss_line, rss_bytes};
 pub use otlp::{OtlpCollector, OtlpTransport, ReceivedSpan};
 pub use port::{FreePort, unserved_addr};
 pub use process::{VesperProcess, vesper_bin};

@@ -1,15 +1,20 @@
-//! Memory figures for the benchmarks: what the kernel says this process
-//! holds (Linux `/proc/self/status`).
+//! Memory figures for the benchmarks and the bounds tests: what the kernel
+//! says a process holds (Linux `/proc/<pid>/status`).
 
 /// The process's peak resident set so far (`VmHWM`), in bytes; `None` where
 /// the kernel does not say.
 pub fn peak_rss_bytes() -> Option<u64> {
-    status_kib("VmHWM:").map(|kib| kib * 1024)
+    status_kib("self", "VmHWM:").map(|kib| kib * 1024)
+}
+
+/// The peak resident set so far (`VmHWM`) of process `pid`, in bytes.
+pub fn peak_rss_bytes_of(pid: u32) -> Option<u64> {
+    status_kib(&pid.to_string(), "VmHWM:").map(|kib| kib * 1024)
 }
 
 /// The process's resident set now (`VmRSS`), in bytes.
 pub fn rss_bytes() -> Option<u64> {
-    status_kib("VmRSS:").map(|kib| kib * 1024)
+    status_kib("self", "VmRSS:").map(|kib| kib * 1024)
 }
 
 /// A line for a benchmark's output: "peak RSS 42.1 MiB" (or why not).
@@ -20,8 +25,8 @@ pub fn peak_rss_line() -> String {
     }
 }
 
-fn status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+fn status_kib(process: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).ok()?;
     status
         .lines()
         .find_map(|line| line.strip_prefix(field))?

@@ -222,6 +222,17 @@ impl Record {
         Self { entry: Some(entry) }
     }
 
+    /// The sequence number of the last event the record holds, in either
+    /// log format; `None` when it holds none.
+    pub(crate) fn last_event_seq(&self) -> Option<u64> {
+        let (first_seq, count) = match &self.entry {
+            Some(Entry::Events(events)) => (events.first_seq, events.events.len()),
+            Some(Entry::Append(append)) => (append.first_seq, append.events.len()),
+            _ => return None,
+        };
+        (count as u64).checked_sub(1).map(|last| first_seq + last)
+    }
+
     /// The record framed for the log: length, checksum, payload.
     pub(crate) fn frame(&self) -> Vec<u8> {
         let length = self.encoded_len();
@@ -475,21 +486,12 @@ impl Wal {
                         wal_id.get_or_insert_with(|| start.wal_id.clone());
                         next_seq = next_seq.max(start.next_seq);
                     }
-                    Some(Entry::Events(Events {
-                        first_seq, events, ..
-                    })) if !events.is_empty() => {
-                        let last = first_seq + events.len() as u64 - 1;
-                        max_event_seq = Some(last);
-                        next_seq = next_seq.max(last + 1);
+                    _ => {
+                        if let Some(last) = record.last_event_seq() {
+                            max_event_seq = Some(last);
+                            next_seq = next_seq.max(last + 1);
+                        }
                     }
-                    Some(Entry::Append(Append {
-                        first_seq, events, ..
-                    })) if !events.is_empty() => {
-                        let last = first_seq + events.len() as u64 - 1;
-                        max_event_seq = Some(last);
-                        next_seq = next_seq.max(last + 1);
-                    }
-                    _ => {}
                 }
                 visit(
                     Position {
