@@ -1,7 +1,8 @@
 //! The test kit: real servers and tools for vesper's tests, started on
 //! demand and cleaned up when the test process ends.
 //!
-//! Python-side tools (moto's S3 server, grpcurl, docker compose, uv) live in
+//! Python-side tools (moto's S3 server, grpcurl, docker compose, uv, the
+//! NATS server) live in
 //! project-local virtual envs that `scripts/bootstrap-tools` creates, which
 //! the test command `scripts/test` runs first. A test that needs a tool that
 //! is not installed fails and says how to install it; it never skips.
@@ -12,6 +13,7 @@ mod events;
 mod grpcurl;
 mod lake;
 mod memory;
+mod nats;
 mod otlp;
 mod port;
 mod process;
@@ -26,6 +28,7 @@ pub use events::{event_id, upstream_event};
 pub use grpcurl::{Grpcurl, GrpcurlError};
 pub use lake::{assert_each_acknowledged_event_once, lake_event_ids, lake_records};
 pub use memory::{peak_rss_bytes, peak_rss_bytes_of, peak_rss_line, rss_bytes};
+pub use nats::NatsCluster;
 pub use otlp::{OtlpCollector, OtlpTransport, ReceivedSpan};
 pub use port::{FreePort, unserved_addr};
 pub use process::{VesperProcess, vesper_bin};

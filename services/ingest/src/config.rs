@@ -263,8 +263,6 @@ pub struct IngestEngineArgs {
     )]
     pub max_wal_bytes: ByteSize,
 
-    /// How many recent event ids are remembered to drop duplicates (the
-    /// window survives restarts).
     /// Largest event accepted, in bytes of the line it becomes in the
     /// lake; a call holding a larger one is refused whole (400 /
     /// INVALID_ARGUMENT naming the event). Must fit --batch-bytes.
@@ -310,6 +308,8 @@ pub struct IngestEngineArgs {
     )]
     pub max_request_events: usize,
 
+    /// How many recent event ids are remembered to drop duplicates (the
+    /// window survives restarts).
     #[arg(
         long,
         env = "VESPER_DEDUP_WINDOW",
