@@ -5,7 +5,10 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use vesper::config::{ByteSize, defaults, parse_duration};
 use vesper_storage::StoragePeerArgs;
 
-use crate::fs::{StdFs, WalFs};
+use crate::{
+    fleet::{LogArgs, publish::PublishArgs},
+    fs::{StdFs, WalFs},
+};
 
 /// Default cap of events per lake object: 0, off. Objects are cut by
 /// bytes (`DEFAULT_BATCH_BYTES`) or age instead, so that they are sized for
@@ -338,6 +341,15 @@ pub struct IngestEngineArgs {
         value_name = "DURATION"
     )]
     pub flush_retry_max: Duration,
+
+    /// Where accepted events are logged (the local write-ahead log, or a
+    /// NATS JetStream stream in fleet mode) and the stream's settings.
+    #[command(flatten, next_help_heading = "Fleet mode (--log nats://...)")]
+    pub log: LogArgs,
+
+    /// The fleet-mode publisher's bounds.
+    #[command(flatten, next_help_heading = "Fleet mode (--log nats://...)")]
+    pub publish: PublishArgs,
 }
 
 /// A request-events cap: 1 to 1,000,000.

@@ -59,9 +59,22 @@ async fn engine(urls: &str, publish_timeout: Duration, wal: &tempfile::TempDir) 
             publish_timeout,
             ..PublishArgs::default()
         },
+        unused_lake(wal).await,
     )
     .await
     .expect("fleet engine starts")
+}
+
+/// A lake for the local log's drain, which has nothing to drain here.
+async fn unused_lake(dir: &tempfile::TempDir) -> Arc<dyn vesper_storage::ObjectStore> {
+    Arc::new(
+        vesper_storage::FsStore::open(
+            dir.path().join("lake"),
+            vesper_storage::DEFAULT_MAX_OBJECT_SIZE.bytes(),
+        )
+        .await
+        .expect("a lake"),
+    )
 }
 
 /// A JetStream context of its own, to look at the stream.
@@ -287,6 +300,7 @@ async fn a_full_stream_is_named_and_a_partial_call_is_retried_as_duplicates() {
         IngestConfig::new(wal.path()),
         fleet.clone(),
         PublishArgs::default(),
+        unused_lake(&wal).await,
     )
     .await
     .expect("starts");
