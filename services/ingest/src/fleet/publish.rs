@@ -80,6 +80,7 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// The publisher's options (`vesper ingest` and `vesper up` in fleet mode).
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Fleet mode (--log nats://...)")]
 pub struct PublishArgs {
     /// Bound of the publishes of one Ingest call, retries through a leader
     /// election included; past it the call fails UNAVAILABLE (503 with
