@@ -23,7 +23,7 @@ impl UpCommand {
         print_banner(&addresses)?;
         shutdown.signalled().await;
         let summary = platform.stop().await?;
-        if let Some(stats) = summary.ingest.filter(|stats| stats.log == "nats") {
+        if let Some(stats) = summary.ingest.as_ref().filter(|stats| stats.log == "nats") {
             // Fleet mode: what waits for the lake is the stream's, not this
             // member's.
             tracing::info!(
