@@ -319,3 +319,25 @@ async fn each_message_carries_the_trace_context_of_its_call() {
     }
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_bound_over_the_servers_max_payload_is_refused_at_start() {
+    let cluster = NatsCluster::start(1);
+    let dir = tempfile::tempdir().expect("dir");
+    let err = IngestEngine::start_fleet(
+        IngestConfig {
+            max_event_bytes: 2 * 1024 * 1024,
+            ..IngestConfig::new(dir.path().join("wal"))
+        },
+        single_node(&cluster),
+        PublishArgs::default(),
+        lake(&dir.path().join("lake"), false).await,
+    )
+    .await
+    .expect_err("a 2 MiB event cannot be a NATS message of 1 MiB");
+    let text = err.to_string();
+    assert!(
+        text.contains("--max-event-bytes") && text.contains("max_payload (1048576)"),
+        "{text}"
+    );
+}
