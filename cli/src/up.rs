@@ -44,22 +44,34 @@ fn print_banner(addresses: &Addresses) -> std::io::Result<()> {
         http,
         lake,
         wal,
+        tls,
     } = addresses;
+    // Under TLS the lines name the CA to trust (and, under mutual TLS, a
+    // client certificate would be needed too: see docs/security.md).
+    let (scheme, curl, grpcurl) = if *tls {
+        (
+            "https",
+            "curl -s --cacert certs/ca.pem",
+            "grpcurl -cacert certs/ca.pem",
+        )
+    } else {
+        ("http", "curl -s", "grpcurl -plaintext")
+    };
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
         "\nvesper is up\n\
          \x20 gRPC   {grpc}  (vesper.v1 Storage, DataSource, EventIngest, BatchPipeline; health, reflection)\n\
-         \x20 HTTP   http://{http}  (POST /webhook/events, GET /api/*, /health, /metrics)\n\
+         \x20 HTTP   {scheme}://{http}  (POST /webhook/events, GET /api/*, /health, /metrics)\n\
          \x20 lake   {lake}\n\
          \x20 WAL    {}\n\
          \n\
          Try:\n\
-         \x20 curl -s 'http://{http}/api/users?offset=9990&limit=2'\n\
-         \x20 curl -s http://{http}/health\n\
-         \x20 grpcurl -plaintext {grpc} list\n\
-         \x20 grpcurl -plaintext -d '{{\"offset\":0,\"limit\":2}}' {grpc} vesper.v1.DataSource/ListUsers\n\
-         \x20 grpcurl -plaintext {grpc} vesper.v1.EventIngest/Stats\n\
+         \x20 {curl} '{scheme}://{http}/api/users?offset=9990&limit=2'\n\
+         \x20 {curl} {scheme}://{http}/health\n\
+         \x20 {grpcurl} {grpc} list\n\
+         \x20 {grpcurl} -d '{{\"offset\":0,\"limit\":2}}' {grpc} vesper.v1.DataSource/ListUsers\n\
+         \x20 {grpcurl} {grpc} vesper.v1.EventIngest/Stats\n\
          \n\
          Ctrl-C stops vesper; buffered events are written to the lake first.\n",
         wal.display()
