@@ -288,12 +288,12 @@ impl ClientTlsArgs {
             cert: self.tls_client_cert.clone(),
             key: self.tls_client_key.clone(),
         };
-        let loaded = files.read()?;
-        let config = loaded.build()?;
+        let (digest, loaded) = files.read();
+        let loaded = loaded?;
         Ok(Arc::new(ClientTls {
+            config: ArcSwap::from_pointee(loaded.build()?),
             files,
-            config: ArcSwap::from_pointee(config),
-            seen: Mutex::new(loaded.digest),
+            seen: Mutex::new(digest),
             http: loaded.for_http(),
         }))
     }
@@ -311,12 +311,12 @@ impl ServerTlsArgs {
             key: key.clone(),
             client_ca: self.tls_client_ca.clone(),
         };
-        let loaded = files.read()?;
-        let configs = loaded.build(&files)?;
+        let (digest, loaded) = files.read();
+        let configs = loaded?.build(&files)?;
         Ok(Some(Arc::new(ServerTls {
             files,
             configs: ArcSwap::from_pointee(configs),
-            seen: Mutex::new(loaded.digest),
+            seen: Mutex::new(digest),
             handshake_timeout: self.tls_handshake_timeout,
             max_handshakes: self.tls_max_handshakes.clamp(1, Semaphore::MAX_PERMITS),
         })))
@@ -357,21 +357,39 @@ struct ServerMaterial {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     client_ca: Option<Vec<CertificateDer<'static>>>,
-    digest: [u8; 32],
 }
 
 impl ServerFiles {
-    fn read(&self) -> Result<ServerMaterial, TlsError> {
-        let cert_pem = read_file("--tls-cert", &self.cert)?;
-        let key_pem = read_file("--tls-key", &self.key)?;
-        let ca_pem = match &self.client_ca {
-            Some(path) => Some(read_file("--tls-client-ca", path)?),
-            None => None,
+    /// The files' contents, parsed, and a digest of what was read (or of
+    /// why nothing could be), so the same state is reported once.
+    fn read(&self) -> ([u8; 32], Result<ServerMaterial, TlsError>) {
+        let read = || -> Result<_, TlsError> {
+            let cert_pem = read_file("--tls-cert", &self.cert)?;
+            let key_pem = read_file("--tls-key", &self.key)?;
+            let ca_pem = match &self.client_ca {
+                Some(path) => Some(read_file("--tls-client-ca", path)?),
+                None => None,
+            };
+            Ok((cert_pem, key_pem, ca_pem))
         };
-        let digest = digest_of([Some(&cert_pem), Some(&key_pem), ca_pem.as_ref()]);
-        let chain = parse_certs("--tls-cert", &self.cert, &cert_pem)?;
-        let key = parse_key("--tls-key", &self.key, &key_pem)?;
-        let client_ca = match (&self.client_ca, &ca_pem) {
+        match read() {
+            Ok((cert_pem, key_pem, ca_pem)) => {
+                let digest = digest_of([Some(&cert_pem), Some(&key_pem), ca_pem.as_ref()]);
+                (digest, self.parse(&cert_pem, &key_pem, ca_pem.as_deref()))
+            }
+            Err(err) => (digest_of_error(&err), Err(err)),
+        }
+    }
+
+    fn parse(
+        &self,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        ca_pem: Option<&[u8]>,
+    ) -> Result<ServerMaterial, TlsError> {
+        let chain = parse_certs("--tls-cert", &self.cert, cert_pem)?;
+        let key = parse_key("--tls-key", &self.key, key_pem)?;
+        let client_ca = match (&self.client_ca, ca_pem) {
             (Some(path), Some(pem)) => Some(parse_certs("--tls-client-ca", path, pem)?),
             _ => None,
         };
@@ -379,7 +397,6 @@ impl ServerFiles {
             chain,
             key,
             client_ca,
-            digest,
         })
     }
 }
@@ -504,16 +521,15 @@ impl ServerTls {
     }
 
     /// Reads the files again and, if they changed and load, serves them
-    /// to new connections.
+    /// to new connections. A state that does not load is logged once (a
+    /// file half-written while being replaced fails once; the check after
+    /// the writer is done loads it).
     pub fn reload(&self) -> Reload {
-        let loaded = match self.files.read() {
-            Ok(loaded) => loaded,
-            Err(err) => return self.failed(None, err),
-        };
-        if !self.is_new(loaded.digest) {
+        let (digest, loaded) = self.files.read();
+        if !remember(&self.seen, digest) {
             return Reload::Unchanged;
         }
-        match loaded.build(&self.files) {
+        match loaded.and_then(|loaded| loaded.build(&self.files)) {
             Ok(configs) => {
                 tracing::info!(
                     cert = %self.files.cert.display(),
@@ -523,36 +539,14 @@ impl ServerTls {
                 self.configs.store(Arc::new(configs));
                 Reload::Reloaded
             }
-            Err(err) => self.failed(Some(loaded.digest), err),
+            Err(err) => {
+                tracing::error!(
+                    "cannot reload the TLS certificate, still serving the previous one ({}): {err}",
+                    self.fingerprint()
+                );
+                Reload::Failed
+            }
         }
-    }
-
-    fn is_new(&self, digest: [u8; 32]) -> bool {
-        let mut seen = self
-            .seen
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if *seen == digest {
-            return false;
-        }
-        *seen = digest;
-        true
-    }
-
-    fn failed(&self, digest: Option<[u8; 32]>, err: TlsError) -> Reload {
-        // A file half-written while being replaced fails once; the check
-        // after the writer is done loads it. An unreadable file is logged
-        // at every check, as it is nothing the next check will settle.
-        if let Some(digest) = digest
-            && !self.is_new(digest)
-        {
-            return Reload::Unchanged;
-        }
-        tracing::error!(
-            "cannot reload the TLS certificate, still serving the previous one ({}): {err}",
-            self.fingerprint()
-        );
-        Reload::Failed
     }
 
     /// TLS connections from `listener`: handshakes run apart from the
@@ -732,20 +726,34 @@ impl ClientFiles {
         self.ca.is_some() || self.cert.is_some()
     }
 
-    fn read(&self) -> Result<ClientMaterial, TlsError> {
-        let ca_pem = match &self.ca {
-            Some(path) => Some(read_file("--tls-ca", path)?),
-            None => None,
+    /// Like [`ServerFiles::read`].
+    fn read(&self) -> ([u8; 32], Result<ClientMaterial, TlsError>) {
+        let optional = |what, path: &Option<PathBuf>| match path {
+            Some(path) => read_file(what, path).map(Some),
+            None => Ok(None),
         };
-        let cert_pem = match &self.cert {
-            Some(path) => Some(read_file("--tls-client-cert", path)?),
-            None => None,
+        let read = || -> Result<_, TlsError> {
+            Ok((
+                optional("--tls-ca", &self.ca)?,
+                optional("--tls-client-cert", &self.cert)?,
+                optional("--tls-client-key", &self.key)?,
+            ))
         };
-        let key_pem = match &self.key {
-            Some(path) => Some(read_file("--tls-client-key", path)?),
-            None => None,
-        };
-        let digest = digest_of([ca_pem.as_ref(), cert_pem.as_ref(), key_pem.as_ref()]);
+        match read() {
+            Ok((ca_pem, cert_pem, key_pem)) => (
+                digest_of([ca_pem.as_ref(), cert_pem.as_ref(), key_pem.as_ref()]),
+                self.parse(ca_pem, cert_pem, key_pem),
+            ),
+            Err(err) => (digest_of_error(&err), Err(err)),
+        }
+    }
+
+    fn parse(
+        &self,
+        ca_pem: Option<Vec<u8>>,
+        cert_pem: Option<Vec<u8>>,
+        key_pem: Option<Vec<u8>>,
+    ) -> Result<ClientMaterial, TlsError> {
         let roots = match (&self.ca, &ca_pem) {
             (Some(path), Some(pem)) => Some(parse_certs("--tls-ca", path, pem)?),
             _ => None,
@@ -766,7 +774,6 @@ impl ClientFiles {
                 cert.extend_from_slice(&key);
                 cert
             }),
-            digest,
         })
     }
 }
@@ -777,7 +784,6 @@ struct ClientMaterial {
     identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     ca_pem: Option<Vec<u8>>,
     identity_pem: Option<Vec<u8>>,
-    digest: [u8; 32],
 }
 
 impl ClientMaterial {
@@ -884,28 +890,13 @@ impl ClientTls {
     }
 
     /// Reads the files again; new connections use them if they changed and
-    /// load.
+    /// load. (HTTP clients keep what they were built with.)
     pub fn reload(&self) -> Reload {
-        let loaded = match self.files.read() {
-            Ok(loaded) => loaded,
-            Err(err) => {
-                tracing::error!(
-                    "cannot reload the client TLS files, keeping the previous ones: {err}"
-                );
-                return Reload::Failed;
-            }
-        };
-        {
-            let mut seen = self
-                .seen
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if *seen == loaded.digest {
-                return Reload::Unchanged;
-            }
-            *seen = loaded.digest;
+        let (digest, loaded) = self.files.read();
+        if !remember(&self.seen, digest) {
+            return Reload::Unchanged;
         }
-        match loaded.build() {
+        match loaded.and_then(|loaded| loaded.build()) {
             Ok(config) => {
                 self.config.store(Arc::new(config));
                 tracing::info!("reloaded the client TLS files");
@@ -919,6 +910,16 @@ impl ClientTls {
             }
         }
     }
+}
+
+/// Records `digest` as the state last seen; whether it is a new one.
+fn remember(seen: &Mutex<[u8; 32]>, digest: [u8; 32]) -> bool {
+    let mut seen = seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if *seen == digest {
+        return false;
+    }
+    *seen = digest;
+    true
 }
 
 fn trusting_nothing() -> ClientConfig {
@@ -996,40 +997,63 @@ impl tower::Service<http::Uri> for TlsConnect {
 }
 
 fn spawn_watcher(server: Option<Arc<ServerTls>>, client: Arc<ClientTls>, every: Duration) {
-    #[cfg(unix)]
-    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .map_err(|err| {
-            tracing::warn!("cannot listen for SIGHUP, reloading on the timer only: {err}")
-        })
-        .ok();
+    let mut hangups = Hangups::listen();
     tokio::spawn(async move {
-        #[cfg(unix)]
-        let mut hangups = hangups;
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await;
         loop {
-            #[cfg(unix)]
+            let hangup = tokio::select! {
+                _ = ticks.tick() => false,
+                () = hangups.recv() => true,
+            };
+            if hangup {
+                tracing::info!("SIGHUP: checking the TLS files");
+            }
+            let server_reload = server.as_ref().map(|server| server.reload());
+            let client_reload = client.reload();
+            if hangup
+                && server_reload != Some(Reload::Reloaded)
+                && client_reload != Reload::Reloaded
             {
-                let hangup = async {
-                    match hangups.as_mut() {
-                        Some(signals) => signals.recv().await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    _ = ticks.tick() => {}
-                    _ = hangup => tracing::info!("SIGHUP: checking the TLS files"),
-                }
+                tracing::info!("the TLS files are unchanged (or still do not load)");
             }
-            #[cfg(not(unix))]
-            ticks.tick().await;
-            if let Some(server) = &server {
-                server.reload();
-            }
-            client.reload();
         }
     });
+}
+
+/// SIGHUP, where there is such a thing; registered at once, so a SIGHUP
+/// sent after [`TlsArgs::install`] returns never kills the process.
+struct Hangups {
+    #[cfg(unix)]
+    signals: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangups {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let signals = signal(SignalKind::hangup())
+                .map_err(|err| {
+                    tracing::warn!("cannot listen for SIGHUP, reloading on the timer only: {err}")
+                })
+                .ok();
+            Self { signals }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(signals) = self.signals.as_mut()
+            && signals.recv().await.is_some()
+        {
+            return;
+        }
+        std::future::pending::<()>().await
+    }
 }
 
 fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -1079,6 +1103,10 @@ fn rustls_error(context: &str, err: rustls::Error) -> TlsError {
         context: context.to_owned(),
         reason: err.to_string(),
     }
+}
+
+fn digest_of_error(err: &TlsError) -> [u8; 32] {
+    Sha256::digest(err.to_string().as_bytes()).into()
 }
 
 fn digest_of<'a>(parts: impl IntoIterator<Item = Option<&'a Vec<u8>>>) -> [u8; 32] {

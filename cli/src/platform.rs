@@ -127,8 +127,17 @@ pub(crate) struct Addresses {
     pub(crate) lake: String,
     /// The write-ahead log directory (absolute).
     pub(crate) wal: PathBuf,
-    /// Whether both ports speak TLS.
-    pub(crate) tls: bool,
+    /// The files a client needs when both ports speak TLS.
+    pub(crate) tls: Option<ClientFiles>,
+}
+
+/// What a client of a TLS platform trusts and, under mutual TLS, presents.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientFiles {
+    /// The CA that issued the server certificate.
+    pub(crate) ca: PathBuf,
+    /// A client certificate and key, under mutual TLS.
+    pub(crate) identity: Option<(PathBuf, PathBuf)>,
 }
 
 /// What a platform did, for the closing summary.
@@ -264,7 +273,7 @@ impl Platform {
                 http,
                 lake: describe_lake(&args.lake.lake),
                 wal,
-                tls,
+                tls: client_files(args),
             },
             services,
             http_stop,
@@ -367,6 +376,22 @@ async fn boot(grpc: PeerAddr, seed: u64, sample_data: bool, pipelines: bool) -> 
             Vec::new()
         }
     }
+}
+
+fn client_files(args: &PlatformArgs) -> Option<ClientFiles> {
+    if !args.tls.serves_tls() {
+        return None;
+    }
+    let client = &args.tls.client;
+    Some(ClientFiles {
+        ca: client.tls_ca.clone().unwrap_or_default(),
+        identity: args.tls.server.tls_client_ca.as_ref().and(
+            client
+                .tls_client_cert
+                .clone()
+                .zip(client.tls_client_key.clone()),
+        ),
+    })
 }
 
 /// An address this process can call itself on: a wildcard bind is reached

@@ -46,16 +46,27 @@ fn print_banner(addresses: &Addresses) -> std::io::Result<()> {
         wal,
         tls,
     } = addresses;
-    // Under TLS the lines name the CA to trust (and, under mutual TLS, a
-    // client certificate would be needed too: see docs/security.md).
-    let (scheme, curl, grpcurl) = if *tls {
-        (
-            "https",
-            "curl -s --cacert certs/ca.pem",
-            "grpcurl -cacert certs/ca.pem",
-        )
-    } else {
-        ("http", "curl -s", "grpcurl -plaintext")
+    // Under TLS the lines name the CA to trust and, under mutual TLS, the
+    // client certificate to present.
+    let (scheme, curl, grpcurl) = match tls {
+        None => (
+            "http",
+            "curl -s".to_owned(),
+            "grpcurl -plaintext".to_owned(),
+        ),
+        Some(files) => {
+            let ca = files.ca.display();
+            let (mut curl, mut grpcurl) = (
+                format!("curl -s --cacert {ca}"),
+                format!("grpcurl -cacert {ca}"),
+            );
+            if let Some((cert, key)) = &files.identity {
+                let (cert, key) = (cert.display(), key.display());
+                curl.push_str(&format!(" --cert {cert} --key {key}"));
+                grpcurl.push_str(&format!(" -cert {cert} -key {key}"));
+            }
+            ("https", curl, grpcurl)
+        }
     };
     let mut out = std::io::stdout().lock();
     writeln!(
