@@ -53,7 +53,7 @@ use tracing::Instrument;
 use crate::{
     FILE_DESCRIPTOR_SET,
     config::{ByteSize, PeerAddr, parse_duration, parse_positive_count},
-    tls::{ServerTls, TlsConnect},
+    tls::{Port, ServerTls, TlsConnect},
 };
 
 /// Bytes a gRPC message may carry beyond its payload (field tags, lengths,
@@ -319,7 +319,7 @@ impl GrpcServices {
         match tls {
             Some(tls) => {
                 router
-                    .serve_with_incoming_shutdown(tls.incoming(listener), stop)
+                    .serve_with_incoming_shutdown(tls.incoming(listener, Port::Grpc), stop)
                     .await?
             }
             None => {

@@ -549,13 +549,15 @@ impl ServerTls {
         }
     }
 
-    /// TLS connections from `listener`: handshakes run apart from the
-    /// accept loop (a slow client never holds up the others), at most
-    /// `--tls-max-handshakes` at once, each bounded by
-    /// `--tls-handshake-timeout`. The stream ends when it is dropped.
+    /// TLS connections from `listener`, a `port`: handshakes run apart
+    /// from the accept loop (a slow client never holds up the others), at
+    /// most `--tls-max-handshakes` at once, each bounded by
+    /// `--tls-handshake-timeout`. Accepting stops when the stream is
+    /// dropped.
     pub fn incoming(
         self: Arc<Self>,
         listener: TcpListener,
+        port: Port,
     ) -> tokio_stream::wrappers::ReceiverStream<io::Result<TlsConnection>> {
         let (ready, incoming) = mpsc::channel(16);
         tokio::spawn(async move {
@@ -581,7 +583,7 @@ impl ServerTls {
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let acceptor = self.acceptor(Port::Grpc);
+                let acceptor = self.acceptor(port);
                 let timeout = self.handshake_timeout;
                 let ready = ready.clone();
                 tokio::spawn(async move {
@@ -594,6 +596,53 @@ impl ServerTls {
             }
         });
         tokio_stream::wrappers::ReceiverStream::new(incoming)
+    }
+}
+
+/// A TLS listener for `axum::serve` (the metrics port of a gRPC-only
+/// service).
+#[derive(Debug)]
+pub struct TlsListener {
+    local: std::net::SocketAddr,
+    incoming: mpsc::Receiver<io::Result<TlsConnection>>,
+}
+
+impl TlsListener {
+    /// TLS over `listener`, an HTTP port.
+    pub fn new(tls: Arc<ServerTls>, listener: TcpListener) -> io::Result<Self> {
+        let local = listener.local_addr()?;
+        Ok(Self {
+            local,
+            incoming: tls.incoming(listener, Port::Http).into_inner(),
+        })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsConnection;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.incoming.recv().await {
+                Some(Ok(connection)) => {
+                    let peer = connection
+                        .inner
+                        .get_ref()
+                        .0
+                        .peer_addr()
+                        .unwrap_or(self.local);
+                    return (connection, peer);
+                }
+                Some(Err(_)) => continue,
+                // The accept task only ends once this receiver is gone.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.local)
     }
 }
 

@@ -52,6 +52,20 @@ pub(crate) struct CertsCommand {
     /// Replace files that already exist.
     #[arg(long)]
     force: bool,
+
+    /// File mode of server-key.pem and client-key.pem, in octal (ca-key.pem
+    /// is always 600). A container that runs as another user than the one
+    /// who issued them (the compose stack's services run as uid 10001)
+    /// needs 644, or the files chowned to it.
+    #[arg(long, default_value = "600", value_parser = parse_mode, value_name = "MODE")]
+    key_mode: u32,
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim(), 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| format!("expected an octal file mode such as 600 or 644, got {text:?}"))
 }
 
 impl CertsCommand {
@@ -74,7 +88,12 @@ impl CertsCommand {
         }
         let issued = issue(&hosts, self.days)?;
         for (name, contents) in FILES.iter().zip(issued.files()) {
-            write_file(&self.out.join(name), contents, name.ends_with("-key.pem"))?;
+            let mode = match *name {
+                "ca-key.pem" => 0o600,
+                "server-key.pem" | "client-key.pem" => self.key_mode,
+                _ => 0o644,
+            };
+            write_file(&self.out.join(name), contents, mode)?;
         }
         let dir = std::path::absolute(&self.out).unwrap_or_else(|_| self.out.clone());
         print_usage(&dir, &hosts)?;
@@ -198,25 +217,30 @@ fn name(common_name: &str) -> DistinguishedName {
     name
 }
 
-/// Writes a file; keys are readable by their owner only.
-fn write_file(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
+/// Writes a file with `mode` (keys: readable by their owner only, unless
+/// asked otherwise).
+fn write_file(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(if secret { 0o600 } else { 0o644 });
+        // Created with the mode: never readable by others, even briefly.
+        options.mode(mode & 0o700);
     }
     let mut file = options
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
-    // A file replaced with --force keeps its old mode on open.
+    // The mode given at creation goes through the umask, and a file
+    // replaced with --force keeps its old one.
     #[cfg(unix)]
-    if secret {
+    {
         use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("cannot restrict {}", path.display()))?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot set the mode of {}", path.display()))?;
     }
+    #[cfg(not(unix))]
+    let _ = mode;
     file.write_all(contents.as_bytes())
         .and_then(|()| file.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))
@@ -269,6 +293,7 @@ mod tests {
             hosts: vec!["ingest".into(), "LOCALHOST".into(), "10.0.0.7".into()],
             days: 1,
             force: false,
+            key_mode: 0o600,
         };
         assert_eq!(
             command.names().expect("names"),
