@@ -111,7 +111,9 @@ fn grpc_over_tls_works_and_plaintext_is_refused() {
     let root = tempfile::tempdir().expect("temp dir");
     let certs = Certs::issue(root.path(), "certs");
     let other = Certs::issue(root.path(), "other");
-    let process = storage(&root.path().join("lake"), &certs.server_flags(), &[]);
+    let mut flags = certs.server_flags();
+    flags.extend(["--metrics-addr".into(), "127.0.0.1:0".into()]);
+    let process = storage(&root.path().join("lake"), &flags, &[]);
     let addr = process.grpc_addr();
 
     let answer = health(&Grpcurl::tls(addr, &certs.path("ca.pem"))).expect("health over TLS");
@@ -151,6 +153,17 @@ fn grpc_over_tls_works_and_plaintext_is_refused() {
     };
     assert!(probe(&certs), "vesper healthcheck over TLS failed");
     assert!(!probe(&other), "vesper healthcheck trusted another CA");
+
+    // The metrics port of a gRPC-only service is TLS too.
+    let metrics = process.metrics_url();
+    assert!(metrics.starts_with("https://"), "{metrics}");
+    let scraped = https_client(&certs.path("ca.pem"))
+        .get(&metrics)
+        .send()
+        .expect("metrics over TLS")
+        .text()
+        .expect("metrics text");
+    assert!(scraped.contains("vesper_grpc_requests_total"), "{scraped}");
     assert_no_key_in_log(&process, &[&certs]);
 }
 
@@ -340,6 +353,23 @@ fn the_platform_without_its_ca_says_what_to_give() {
         &[],
     );
     assert!(!again.status.success(), "vesper certs overwrote its files");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for (name, mode) in [
+            ("ca-key.pem", 0o600),
+            ("server-key.pem", 0o600),
+            ("client-key.pem", 0o600),
+            ("ca.pem", 0o644),
+        ] {
+            let actual = std::fs::metadata(certs.path(name))
+                .expect("file")
+                .permissions()
+                .mode()
+                & 0o777;
+            assert_eq!(actual, mode, "{name} has mode {actual:o}");
+        }
+    }
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
 
     let mut args: Vec<String> = vec![
