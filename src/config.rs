@@ -40,14 +40,21 @@ impl ParseError {
     }
 }
 
-/// The address of a gRPC peer: `host:port` or `http://host:port`.
+/// The address of a gRPC peer: `host:port` or `http://host:port` in
+/// plaintext, `https://host:port` over TLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerAddr(Uri);
 
 impl PeerAddr {
-    /// The peer as a URI with an `http` scheme, ready for a tonic endpoint.
+    /// The peer as a URI with an `http` or `https` scheme, ready for a
+    /// tonic endpoint.
     pub fn uri(&self) -> &Uri {
         &self.0
+    }
+
+    /// Whether the peer is reached over TLS (`https://`).
+    pub fn is_tls(&self) -> bool {
+        self.0.scheme_str() == Some("https")
     }
 }
 
@@ -58,7 +65,7 @@ impl FromStr for PeerAddr {
         let text = text.trim();
         let expected = || {
             ParseError::new(format!(
-                "expected host:port or http://host:port, got {text:?}"
+                "expected host:port, http://host:port or https://host:port, got {text:?}"
             ))
         };
         let with_scheme = if text.contains("://") {
@@ -67,11 +74,14 @@ impl FromStr for PeerAddr {
             format!("http://{text}")
         };
         let uri: Uri = with_scheme.parse().map_err(|_| expected())?;
-        if uri.scheme_str() != Some("http") {
-            return Err(ParseError::new(format!(
-                "only plaintext http:// peers are supported, got {text:?}"
-            )));
-        }
+        let scheme = match uri.scheme_str() {
+            Some(scheme @ ("http" | "https")) => scheme,
+            _ => {
+                return Err(ParseError::new(format!(
+                    "a peer is http:// (plaintext) or https:// (TLS), got {text:?}"
+                )));
+            }
+        };
         let authority = uri.authority().ok_or_else(expected)?;
         if authority.port_u16().is_none() || authority.host().is_empty() {
             return Err(expected());
@@ -79,7 +89,7 @@ impl FromStr for PeerAddr {
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(expected());
         }
-        let normalized = format!("http://{authority}")
+        let normalized = format!("{scheme}://{authority}")
             .parse()
             .map_err(|_| expected())?;
         Ok(Self(normalized))
@@ -88,9 +98,9 @@ impl FromStr for PeerAddr {
 
 impl fmt::Display for PeerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.authority() {
-            Some(authority) => write!(f, "http://{authority}"),
-            None => write!(f, "{}", self.0),
+        match (self.0.scheme_str(), self.0.authority()) {
+            (Some(scheme), Some(authority)) => write!(f, "{scheme}://{authority}"),
+            _ => write!(f, "{}", self.0),
         }
     }
 }
@@ -358,6 +368,9 @@ mod tests {
                 .to_string(),
             "http://127.0.0.1:9/"
         );
+        let tls: PeerAddr = "https://storage:50051".parse().expect("https");
+        assert!(tls.is_tls() && !bare.is_tls());
+        assert_eq!(tls.to_string(), "https://storage:50051");
     }
 
     #[test]
@@ -365,7 +378,8 @@ mod tests {
         for bad in [
             "storage",
             "http://storage",
-            "https://storage:1",
+            "https://storage",
+            "ftp://storage:1",
             "storage:1/x",
             "",
             ":1",

@@ -53,6 +53,7 @@ use tracing::Instrument;
 use crate::{
     FILE_DESCRIPTOR_SET,
     config::{ByteSize, PeerAddr, parse_duration, parse_positive_count},
+    tls::{Port, ServerTls, TlsConnect},
 };
 
 /// Bytes a gRPC message may carry beyond its payload (field tags, lengths,
@@ -214,6 +215,7 @@ pub struct GrpcServices {
     routes: RoutesBuilder,
     names: Vec<&'static str>,
     limits: GrpcLimits,
+    tls: Option<Arc<ServerTls>>,
 }
 
 impl Default for GrpcServices {
@@ -224,13 +226,21 @@ impl Default for GrpcServices {
 
 impl GrpcServices {
     /// No services yet, within the process's limits
-    /// ([`GrpcLimits::current`]).
+    /// ([`GrpcLimits::current`]) and with its TLS ([`ServerTls::current`]).
     pub fn new() -> Self {
         Self {
             routes: RoutesBuilder::default(),
             names: Vec::new(),
             limits: GrpcLimits::current(),
+            tls: ServerTls::current(),
         }
+    }
+
+    /// Serves with `tls` (or plaintext with `None`) instead of the
+    /// process's TLS.
+    pub fn tls(mut self, tls: Option<Arc<ServerTls>>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Serves within `limits` instead of the process's.
@@ -272,6 +282,7 @@ impl GrpcServices {
             mut routes,
             names,
             limits,
+            tls,
         } = self;
         let guard = CallGuard::new(known_rpcs(&names), limits.clone());
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -296,15 +307,26 @@ impl GrpcServices {
                     .await;
             }
         };
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        Server::builder()
+        let router = Server::builder()
             .max_concurrent_streams(limits.grpc_max_concurrent_streams)
             .http2_keepalive_interval(Some(KEEP_ALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEP_ALIVE_TIMEOUT))
             .layer(ObservedLayer { guard })
-            .add_routes(routes.routes())
-            .serve_with_incoming_shutdown(incoming, stop)
-            .await?;
+            .add_routes(routes.routes());
+        // tonic's own TLS reads its certificate once; our acceptor takes
+        // the current one for every connection, so rotation needs no
+        // restart.
+        match tls {
+            Some(tls) => {
+                router
+                    .serve_with_incoming_shutdown(tls.incoming(listener, Port::Grpc), stop)
+                    .await?
+            }
+            None => {
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                router.serve_with_incoming_shutdown(incoming, stop).await?
+            }
+        }
         Ok(())
     }
 }
@@ -514,13 +536,21 @@ impl http_body::Body for ChargedBody {
 /// success as soon as it is back. Every call gets a client span, child of
 /// the span it is made in, whose W3C trace context travels in the call's
 /// metadata.
+///
+/// An `https://` peer is reached over TLS with the process's client
+/// settings ([`crate::tls::ClientTls::current`]); an `http://` one in
+/// plaintext.
 pub fn connect_lazy(peer: &PeerAddr) -> TracedChannel {
-    let channel = Endpoint::from(peer.uri().clone())
+    let endpoint = Endpoint::from(peer.uri().clone())
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .connect_lazy();
+        .keep_alive_timeout(Duration::from_secs(10));
+    let channel = if peer.is_tls() {
+        endpoint.connect_with_connector_lazy(TlsConnect::new())
+    } else {
+        endpoint.connect_lazy()
+    };
     TracedChannel::new(channel, peer)
 }
 

@@ -12,6 +12,8 @@
 //!   bounds on what an event may hold.
 //! - [`grpc`]: the server scaffolding with its limits (docs/limits.md),
 //!   and traced clients.
+//! - [`tls`]: TLS on every port and every call between services (off
+//!   unless asked for), with certificates reloaded without a restart.
 //! - [`retry`]: the one backoff schedule (capped, exponential, full
 //!   jitter).
 //! - [`config`], [`telemetry`], [`metrics`], [`shutdown`], [`signature`]:
@@ -28,6 +30,7 @@ pub mod retry;
 pub mod shutdown;
 pub mod signature;
 pub mod telemetry;
+pub mod tls;
 pub mod wire;
 
 /// The generated `vesper.v1` messages, clients and servers.

@@ -109,21 +109,32 @@ pub fn router(handle: PrometheusHandle) -> Router {
 }
 
 /// Serves `/metrics` alone on `listener` (a gRPC-only service's
-/// `--metrics-addr`) until `shutdown` completes.
+/// `--metrics-addr`), over TLS when the process serves TLS, until
+/// `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     handle: PrometheusHandle,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(handle))
-        .with_graceful_shutdown(shutdown)
-        .await
+    match crate::tls::ServerTls::current() {
+        Some(tls) => {
+            axum::serve(crate::tls::TlsListener::new(tls, listener)?, router(handle))
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(listener, router(handle))
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }
 
 /// The `--metrics-addr` option of services that serve no HTTP of their own.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MetricsArgs {
-    /// Serve Prometheus metrics on http://ADDR/metrics (off when unset).
+    /// Serve Prometheus metrics on http://ADDR/metrics (off when unset;
+    /// https:// when the process serves TLS).
     #[arg(long, env = "VESPER_METRICS_ADDR", value_name = "HOST:PORT")]
     pub metrics_addr: Option<std::net::SocketAddr>,
 }
@@ -146,7 +157,12 @@ impl MetricsArgs {
                 tracing::warn!("metrics endpoint stopped: {err}");
             }
         });
-        tracing::info!("serving metrics=http://{bound}/metrics");
+        let scheme = if crate::tls::ServerTls::current().is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        tracing::info!("serving metrics={scheme}://{bound}/metrics");
         Ok(Some(bound))
     }
 }

@@ -13,6 +13,7 @@ use vesper::{
     config::{announce_listening, bind, defaults},
     grpc::GrpcLimits,
     metrics::MetricsArgs,
+    tls::{ClientTlsArgs, TlsArgs},
 };
 use vesper_batch::{BatchArgs, BatchError, LogProgress, PipelineArgs, RunObserver, RunReport};
 
@@ -26,11 +27,11 @@ pub(crate) struct BatchCommand {
 #[derive(Debug, Subcommand)]
 enum BatchAction {
     /// Run pipelines now, then print a report of each. Exits 1 if any failed.
-    Run(RunCommand),
+    Run(Box<RunCommand>),
     /// List the declared pipelines.
     List(ListCommand),
     /// Serve vesper.v1.BatchPipeline over gRPC, to run pipelines on request.
-    Serve(ServeCommand),
+    Serve(Box<ServeCommand>),
 }
 
 #[derive(Debug, Args)]
@@ -42,6 +43,9 @@ struct RunCommand {
 
     #[command(flatten)]
     args: BatchArgs,
+
+    #[command(flatten, next_help_heading = "TLS")]
+    tls: ClientTlsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -69,14 +73,16 @@ struct ServeCommand {
 
     #[command(flatten, next_help_heading = "gRPC limits")]
     grpc_limits: GrpcLimits,
+    #[command(flatten, next_help_heading = "TLS")]
+    tls: TlsArgs,
 }
 
 impl BatchCommand {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         match self.action {
-            BatchAction::Run(command) => command.run().await,
+            BatchAction::Run(command) => (*command).run().await,
             BatchAction::List(command) => command.run(),
-            BatchAction::Serve(command) => command.run().await,
+            BatchAction::Serve(command) => (*command).run().await,
         }
     }
 }
@@ -84,6 +90,7 @@ impl BatchCommand {
 impl RunCommand {
     async fn run(self) -> anyhow::Result<()> {
         let shutdown = Shutdown::on_signals();
+        self.tls.install()?;
         // A bar is for people watching; logs and pipes get plain lines.
         let observer: Arc<dyn RunObserver> = if std::io::stderr().is_terminal() {
             Arc::new(crate::progress::BarProgress::new())
@@ -143,6 +150,7 @@ impl ServeCommand {
     async fn run(self) -> anyhow::Result<()> {
         let shutdown = Shutdown::on_signals();
         self.grpc_limits.install();
+        self.tls.install()?;
         let engine = Arc::new(
             self.args
                 .engine()

@@ -8,6 +8,7 @@ use vesper::{
     config::{announce_listening, bind, defaults},
     grpc::GrpcLimits,
     metrics::MetricsArgs,
+    tls::TlsArgs,
 };
 use vesper_datasource::{DataSourceArgs, WebhookArgs};
 
@@ -34,12 +35,15 @@ pub(crate) struct DataSourceCommand {
 
     #[command(flatten, next_help_heading = "gRPC limits")]
     grpc_limits: GrpcLimits,
+    #[command(flatten, next_help_heading = "TLS")]
+    tls: TlsArgs,
 }
 
 impl DataSourceCommand {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         let shutdown = Shutdown::on_signals();
         self.grpc_limits.install();
+        self.tls.install()?;
         let config = self.args.config(self.webhook.webhook_url.clone());
         let listener = bind(self.grpc_addr).await?;
         self.metrics.spawn(shutdown.signalled()).await?;

@@ -4,6 +4,7 @@ use clap::Args;
 use vesper::{
     Shutdown,
     config::{announce_listening, bind},
+    tls::TlsArgs,
 };
 use vesper_gateway::GatewayArgs;
 
@@ -12,11 +13,14 @@ use vesper_gateway::GatewayArgs;
 pub(crate) struct GatewayCommand {
     #[command(flatten)]
     args: GatewayArgs,
+    #[command(flatten, next_help_heading = "TLS")]
+    tls: TlsArgs,
 }
 
 impl GatewayCommand {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         let shutdown = Shutdown::on_signals();
+        self.tls.install()?;
         let config = self.args.config();
         tracing::info!(
             datasource = %config.datasource,

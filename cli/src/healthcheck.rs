@@ -11,13 +11,14 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 use tracing::Instrument;
-use vesper::config::PeerAddr;
+use vesper::{config::PeerAddr, tls::ClientTlsArgs};
 
 /// Probe a vesper server: exit 0 when it is serving, 1 otherwise.
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("probe").required(true).args(["grpc", "http"])))]
 pub(crate) struct HealthcheckCommand {
-    /// Ask a gRPC server's grpc.health.v1 service (HOST:PORT).
+    /// Ask a gRPC server's grpc.health.v1 service (HOST:PORT, or
+    /// https://HOST:PORT over TLS).
     #[arg(long, value_name = "HOST:PORT")]
     grpc: Option<PeerAddr>,
 
@@ -32,10 +33,14 @@ pub(crate) struct HealthcheckCommand {
     /// Give up after this long.
     #[arg(long, default_value = "5s", value_parser = vesper::config::parse_duration, value_name = "DURATION")]
     timeout: Duration,
+
+    #[command(flatten, next_help_heading = "TLS")]
+    tls: ClientTlsArgs,
 }
 
 impl HealthcheckCommand {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
+        self.tls.install()?;
         let traceparent = vesper::telemetry::unsampled_traceparent();
         let span = tracing::info_span!("healthcheck");
         vesper::telemetry::set_parent_from_traceparent(&span, &traceparent);
@@ -61,7 +66,9 @@ impl HealthcheckCommand {
                 );
             }
             if let Some(url) = &self.http {
-                let response = reqwest::Client::new()
+                let response = vesper::tls::http_client_builder()
+                    .build()
+                    .context("cannot set up the HTTP client")?
                     .get(url)
                     .header("traceparent", &traceparent)
                     .send()

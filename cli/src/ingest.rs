@@ -9,6 +9,7 @@ use vesper::{
     config::{announce_listening, bind},
     grpc::GrpcLimits,
     metrics::MetricsArgs,
+    tls::TlsArgs,
 };
 use vesper_ingest::{IngestArgs, IngestEngine};
 
@@ -23,6 +24,8 @@ pub(crate) struct IngestCommand {
 
     #[command(flatten, next_help_heading = "gRPC limits")]
     grpc_limits: GrpcLimits,
+    #[command(flatten, next_help_heading = "TLS")]
+    tls: TlsArgs,
 }
 
 impl IngestCommand {
@@ -37,6 +40,7 @@ impl IngestCommand {
             )
             .map_err(anyhow::Error::msg)?;
         self.grpc_limits.install();
+        self.tls.install()?;
         let store = Arc::new(self.args.storage.connect_lazy(config.max_object_size));
         // Replay (or, in fleet mode, the stream's check) before the ready
         // line: a client that waits for it finds the duplicate window and

@@ -4,6 +4,7 @@
 
 mod analytics;
 mod batch;
+mod certs;
 mod datasource;
 mod demo;
 mod gateway;
@@ -75,6 +76,8 @@ enum Command {
     Analytics(analytics::AnalyticsCommand),
     /// Probe a vesper server (gRPC health or HTTP); for container health checks.
     Healthcheck(healthcheck::HealthcheckCommand),
+    /// Write a development CA and server/client certificates for TLS.
+    Certs(certs::CertsCommand),
 }
 
 impl Command {
@@ -91,6 +94,7 @@ impl Command {
             Self::SampleData(_) => "vesper-sample-data",
             Self::Analytics(_) => "vesper-analytics",
             Self::Healthcheck(_) => "vesper-healthcheck",
+            Self::Certs(_) => "vesper-certs",
         }
     }
 
@@ -106,6 +110,7 @@ impl Command {
             Self::SampleData(command) => command.run().await,
             Self::Analytics(command) => command.run().await,
             Self::Healthcheck(command) => command.run().await,
+            Self::Certs(command) => command.run().await,
         }
     }
 }

@@ -20,6 +20,7 @@ use vesper::{
     Shutdown,
     config::{Lake, PeerAddr, bind, defaults},
     grpc::{GrpcLimits, GrpcServices, connect_lazy},
+    tls::TlsArgs,
     v1::{
         RunReport, RunRequest, RunStatus, StatsResponse, batch_pipeline_client::BatchPipelineClient,
     },
@@ -81,12 +82,37 @@ pub(crate) struct PlatformArgs {
 
     #[command(flatten, next_help_heading = "gRPC limits")]
     grpc_limits: GrpcLimits,
+
+    #[command(flatten, next_help_heading = "TLS")]
+    tls: TlsArgs,
 }
 
 impl PlatformArgs {
     /// The lake these options name.
     pub(crate) fn lake(&self) -> &Lake {
         &self.lake.lake
+    }
+
+    /// Turns TLS on for both ports when asked. The platform calls itself
+    /// (ingest and batch through Storage, the gateway to the services, the
+    /// generator to the webhook) over TLS too, so it must trust its own
+    /// certificate and, under mutual TLS, present a client certificate.
+    fn install_tls(&self) -> anyhow::Result<()> {
+        if self.tls.serves_tls() {
+            if self.tls.client.tls_ca.is_none() {
+                bail!(
+                    "with --tls-cert the platform calls itself over TLS: give --tls-ca (VESPER_TLS_CA), the CA that issued --tls-cert (`vesper certs` writes both)"
+                );
+            }
+            if self.tls.server.tls_client_ca.is_some() && self.tls.client.tls_client_cert.is_none()
+            {
+                bail!(
+                    "with --tls-client-ca the platform calls itself under mutual TLS: give --tls-client-cert and --tls-client-key (VESPER_TLS_CLIENT_CERT, VESPER_TLS_CLIENT_KEY)"
+                );
+            }
+        }
+        self.tls.install()?;
+        Ok(())
     }
 }
 
@@ -101,6 +127,17 @@ pub(crate) struct Addresses {
     pub(crate) lake: String,
     /// The write-ahead log directory (absolute).
     pub(crate) wal: PathBuf,
+    /// The files a client needs when both ports speak TLS.
+    pub(crate) tls: Option<ClientFiles>,
+}
+
+/// What a client of a TLS platform trusts and, under mutual TLS, presents.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientFiles {
+    /// The CA that issued the server certificate.
+    pub(crate) ca: PathBuf,
+    /// A client certificate and key, under mutual TLS.
+    pub(crate) identity: Option<(PathBuf, PathBuf)>,
 }
 
 /// What a platform did, for the closing summary.
@@ -134,6 +171,13 @@ impl Platform {
     /// service. `shutdown` (the process's signals) also stops the services'
     /// own work at once; the orderly stop is [`Platform::stop`].
     pub(crate) async fn start(args: &PlatformArgs, shutdown: &Shutdown) -> anyhow::Result<Self> {
+        args.install_tls()?;
+        let tls = args.tls.serves_tls();
+        let (http_scheme, grpc_scheme) = if tls {
+            ("https", "https")
+        } else {
+            ("http", "http")
+        };
         let max_object_size = args.lake.max_object_size.bytes();
         let wal = prepare_wal_dir(&args.ingest.wal_dir, &args.lake.lake)?;
         let store = args
@@ -145,9 +189,10 @@ impl Platform {
         let http_listener = bind(args.http_addr).await?;
         let grpc = grpc_listener.local_addr()?;
         let http = http_listener.local_addr()?;
-        let grpc_peer: PeerAddr = reachable(grpc).to_string().parse()?;
-        let own_api = format!("http://{}/api/", reachable(http));
-        let own_webhook: Url = format!("http://{}/webhook/events", reachable(http)).parse()?;
+        let grpc_peer: PeerAddr = format!("{grpc_scheme}://{}", reachable(grpc)).parse()?;
+        let own_api = format!("{http_scheme}://{}/api/", reachable(http));
+        let own_webhook: Url =
+            format!("{http_scheme}://{}/webhook/events", reachable(http)).parse()?;
 
         let services = shutdown.child();
         // Ingest and batch write through the Storage service, as they do
@@ -239,6 +284,7 @@ impl Platform {
                 http,
                 lake: describe_lake(&args.lake.lake),
                 wal,
+                tls: client_files(args),
             },
             services,
             http_stop,
@@ -341,6 +387,22 @@ async fn boot(grpc: PeerAddr, seed: u64, sample_data: bool, pipelines: bool) -> 
             Vec::new()
         }
     }
+}
+
+fn client_files(args: &PlatformArgs) -> Option<ClientFiles> {
+    if !args.tls.serves_tls() {
+        return None;
+    }
+    let client = &args.tls.client;
+    Some(ClientFiles {
+        ca: client.tls_ca.clone().unwrap_or_default(),
+        identity: args.tls.server.tls_client_ca.as_ref().and(
+            client
+                .tls_client_cert
+                .clone()
+                .zip(client.tls_client_key.clone()),
+        ),
+    })
 }
 
 /// An address this process can call itself on: a wildcard bind is reached

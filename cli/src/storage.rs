@@ -9,6 +9,7 @@ use vesper::{
     config::{announce_listening, bind, defaults},
     grpc::GrpcLimits,
     metrics::MetricsArgs,
+    tls::TlsArgs,
 };
 use vesper_storage::LakeArgs;
 
@@ -32,6 +33,8 @@ pub(crate) struct StorageCommand {
 
     #[command(flatten, next_help_heading = "gRPC limits")]
     grpc_limits: GrpcLimits,
+    #[command(flatten, next_help_heading = "TLS")]
+    tls: TlsArgs,
 }
 
 impl StorageCommand {
@@ -44,6 +47,7 @@ impl StorageCommand {
             )
             .map_err(anyhow::Error::msg)?;
         self.grpc_limits.install();
+        self.tls.install()?;
         let store = self
             .lake
             .open()

@@ -54,22 +54,45 @@ fn print_banner(addresses: &Addresses) -> std::io::Result<()> {
         http,
         lake,
         wal,
+        tls,
     } = addresses;
+    // Under TLS the lines name the CA to trust and, under mutual TLS, the
+    // client certificate to present.
+    let (scheme, curl, grpcurl) = match tls {
+        None => (
+            "http",
+            "curl -s".to_owned(),
+            "grpcurl -plaintext".to_owned(),
+        ),
+        Some(files) => {
+            let ca = files.ca.display();
+            let (mut curl, mut grpcurl) = (
+                format!("curl -s --cacert {ca}"),
+                format!("grpcurl -cacert {ca}"),
+            );
+            if let Some((cert, key)) = &files.identity {
+                let (cert, key) = (cert.display(), key.display());
+                curl.push_str(&format!(" --cert {cert} --key {key}"));
+                grpcurl.push_str(&format!(" -cert {cert} -key {key}"));
+            }
+            ("https", curl, grpcurl)
+        }
+    };
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
         "\nvesper is up\n\
          \x20 gRPC   {grpc}  (vesper.v1 Storage, DataSource, EventIngest, BatchPipeline; health, reflection)\n\
-         \x20 HTTP   http://{http}  (POST /webhook/events, GET /api/*, /health, /metrics)\n\
+         \x20 HTTP   {scheme}://{http}  (POST /webhook/events, GET /api/*, /health, /metrics)\n\
          \x20 lake   {lake}\n\
          \x20 WAL    {}\n\
          \n\
          Try:\n\
-         \x20 curl -s 'http://{http}/api/users?offset=9990&limit=2'\n\
-         \x20 curl -s http://{http}/health\n\
-         \x20 grpcurl -plaintext {grpc} list\n\
-         \x20 grpcurl -plaintext -d '{{\"offset\":0,\"limit\":2}}' {grpc} vesper.v1.DataSource/ListUsers\n\
-         \x20 grpcurl -plaintext {grpc} vesper.v1.EventIngest/Stats\n\
+         \x20 {curl} '{scheme}://{http}/api/users?offset=9990&limit=2'\n\
+         \x20 {curl} {scheme}://{http}/health\n\
+         \x20 {grpcurl} {grpc} list\n\
+         \x20 {grpcurl} -d '{{\"offset\":0,\"limit\":2}}' {grpc} vesper.v1.DataSource/ListUsers\n\
+         \x20 {grpcurl} {grpc} vesper.v1.EventIngest/Stats\n\
          \n\
          Ctrl-C stops vesper; buffered events are written to the lake first.\n",
         wal.display()

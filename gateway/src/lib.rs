@@ -152,14 +152,15 @@ fn with_middleware(
 }
 
 /// Serves `router` on an already-bound listener, within the default
-/// connection limits, until `shutdown` completes, then lets in-flight
-/// requests finish.
+/// connection limits and with the process's TLS
+/// ([`vesper::tls::ServerTls::current`]), until `shutdown` completes, then
+/// lets in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    server::serve(listener, router, &ServerLimits::default(), shutdown).await
+    serve_with(listener, router, &ServerLimits::default(), shutdown).await
 }
 
 /// [`serve`] within `limits` (header read and idle timeouts, connection
@@ -170,5 +171,18 @@ pub async fn serve_with(
     limits: &ServerLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    server::serve(listener, router, limits, shutdown).await
+    let tls = vesper::tls::ServerTls::current();
+    server::serve(listener, router, limits, tls, shutdown).await
+}
+
+/// [`serve_with`] with `tls` (plaintext with `None`) instead of the
+/// process's TLS.
+pub async fn serve_with_tls(
+    listener: TcpListener,
+    router: Router,
+    limits: &ServerLimits,
+    tls: Option<Arc<vesper::tls::ServerTls>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    server::serve(listener, router, limits, tls, shutdown).await
 }

@@ -2,7 +2,9 @@
 //! port, with the connection bounds a public port needs. A client that
 //! sends half a header, or opens connections and sends nothing, loses its
 //! connection after a timeout instead of holding it forever; the number of
-//! connections is capped.
+//! connections is capped. With TLS on, every connection is TLS (the
+//! handshake bounded by `--tls-handshake-timeout`, holding its connection
+//! slot), with the certificate current when it was accepted.
 
 use std::{
     future::Future,
@@ -23,11 +25,12 @@ use hyper_util::{
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     sync::{Semaphore, watch},
     time::Instant,
 };
 use tower::ServiceExt;
+use vesper::tls::{Port, ServerTls};
 
 use crate::ServerLimits;
 
@@ -41,6 +44,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: &ServerLimits,
+    tls: Option<Arc<ServerTls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let max_connections = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
@@ -67,8 +71,8 @@ pub(crate) async fn serve(
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(err) => {
                 // Out of file descriptors, or a connection reset before it
                 // was accepted: neither ends the server.
@@ -85,8 +89,20 @@ pub(crate) async fn serve(
             idle_timeout: limits.idle_timeout,
             stopping: stopping.clone(),
         };
+        let tls = tls.clone();
         tokio::spawn(async move {
-            connection.run(stream).await;
+            match tls {
+                Some(tls) => {
+                    let acceptor = tls.acceptor(Port::Http);
+                    let timeout = tls.handshake_timeout();
+                    if let Some(stream) =
+                        vesper::tls::handshake(acceptor, stream, timeout, peer).await
+                    {
+                        connection.run(stream).await;
+                    }
+                }
+                None => connection.run(stream).await,
+            }
             drop(permit);
         });
     }
@@ -108,7 +124,10 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(mut self, stream: TcpStream) {
+    async fn run<S>(mut self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(Tracked {
             inner: stream,
@@ -226,13 +245,13 @@ impl Drop for InFlightGuard {
     }
 }
 
-/// A TCP stream that notes when bytes move.
-struct Tracked {
-    inner: TcpStream,
+/// A stream that notes when bytes move.
+struct Tracked<S> {
+    inner: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Tracked {
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -247,7 +266,7 @@ impl AsyncRead for Tracked {
     }
 }
 
-impl AsyncWrite for Tracked {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

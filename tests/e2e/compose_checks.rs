@@ -604,3 +604,87 @@ fn the_compose_docs_describe_the_compose_file() {
         "docs/compose.md does not show: {missing:#?}"
     );
 }
+
+/// docker-compose.tls.yml on top of docker-compose.yml: valid for the real
+/// compose binary, every vesper command and health check (with the
+/// environment the override gives) accepted by the vesper binary, every
+/// peer reached over https://, and mutual TLS on the gRPC services only.
+#[test]
+fn the_tls_override_is_valid_and_turns_tls_on_everywhere() {
+    let model = vesper_tests::compose_config_with(&["docker-compose.tls.yml"]);
+    let services = model["services"].as_object().expect("services");
+    let mut checked = 0;
+    for (name, service) in services {
+        let image = service["image"].as_str().unwrap_or_default();
+        if !image.starts_with("vesper:") || name == "minio-setup" {
+            continue;
+        }
+        checked += 1;
+        let environment = service["environment"].as_object().expect("environment");
+        let env: Vec<(String, String)> = environment
+            .iter()
+            .map(|(key, value)| (key.clone(), value.as_str().unwrap_or_default().to_owned()))
+            .collect();
+        assert!(
+            environment.contains_key("VESPER_TLS_CA"),
+            "{name} does not trust the CA"
+        );
+        let mounted = service["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|volume| volume["target"] == "/etc/vesper/tls" && volume["read_only"] == true);
+        assert!(mounted, "{name} does not mount ./certs read-only");
+        let words: Vec<String> = service["command"]
+            .as_array()
+            .expect("command")
+            .iter()
+            .map(|word| word.as_str().expect("word").to_owned())
+            .collect();
+        for word in &words {
+            if let Some((flag, value)) = word.split_once('=')
+                && (flag.ends_with("-addr")
+                    && flag != "--grpc-addr"
+                    && flag != "--http-addr"
+                    && flag != "--metrics-addr"
+                    || flag.ends_with("-url"))
+            {
+                assert!(value.starts_with("https://"), "{name}: {word} is not https");
+            }
+        }
+        let mut probes = vec![words];
+        if let Some(test) = service["healthcheck"]["test"].as_array() {
+            let probe: Vec<String> = test
+                .iter()
+                .skip(2) // "CMD", "vesper"
+                .map(|word| word.as_str().expect("word").to_owned())
+                .collect();
+            assert!(
+                probe.iter().any(|word| word.contains("https://127.0.0.1:")),
+                "{name}'s health check is not over TLS: {probe:?}"
+            );
+            probes.push(probe);
+        }
+        for mut args in probes {
+            args.push("--help".to_owned());
+            let output = Command::new(vesper_bin())
+                .args(&args)
+                .env_clear()
+                .envs(env.iter().map(|(key, value)| (key, value)))
+                .output()
+                .expect("run vesper");
+            assert!(
+                output.status.success(),
+                "{name}: vesper {args:?} is refused: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let mutual = environment.contains_key("VESPER_TLS_CLIENT_CA");
+        assert_eq!(
+            mutual,
+            !matches!(name.as_str(), "gateway" | "batch-job"),
+            "{name}: mutual TLS is on for the gRPC services only"
+        );
+    }
+    assert_eq!(checked, 6, "the vesper services of the stack");
+}

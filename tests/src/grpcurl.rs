@@ -1,7 +1,11 @@
 //! The real grpcurl binary, for tests that operate vesper the way its
 //! README tells people to.
 
-use std::{net::SocketAddr, process::Command};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use crate::tools::tool;
 
@@ -14,22 +18,78 @@ pub struct GrpcurlError {
     pub stderr: String,
 }
 
-/// grpcurl pointed at one plaintext server.
+/// grpcurl pointed at one server, in plaintext or over TLS.
 #[derive(Debug, Clone)]
 pub struct Grpcurl {
     addr: SocketAddr,
+    tls: Option<Tls>,
+    connect_timeout_secs: u32,
+}
+
+/// What grpcurl trusts and presents over TLS.
+#[derive(Debug, Clone)]
+struct Tls {
+    ca: PathBuf,
+    identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl Grpcurl {
-    /// grpcurl for the server at `addr`.
+    /// grpcurl for the plaintext server at `addr`.
     pub fn new(addr: SocketAddr) -> Self {
-        Self { addr }
+        Self {
+            addr,
+            tls: None,
+            connect_timeout_secs: 10,
+        }
     }
 
-    /// Runs `grpcurl -plaintext [-d DATA] ADDR ARGS...` and returns stdout.
+    /// grpcurl for the TLS server at `addr`, trusting the CA in `ca`
+    /// (`-cacert`).
+    pub fn tls(addr: SocketAddr, ca: &Path) -> Self {
+        Self {
+            tls: Some(Tls {
+                ca: ca.to_owned(),
+                identity: None,
+            }),
+            ..Self::new(addr)
+        }
+    }
+
+    /// Presents this client certificate and key (`-cert`, `-key`).
+    pub fn client_cert(mut self, cert: &Path, key: &Path) -> Self {
+        if let Some(tls) = &mut self.tls {
+            tls.identity = Some((cert.to_owned(), key.to_owned()));
+        }
+        self
+    }
+
+    /// How long grpcurl tries to connect (`-connect-timeout`; default
+    /// 10s): calls expected to fail at the handshake fail this fast.
+    pub fn connect_timeout_secs(mut self, seconds: u32) -> Self {
+        self.connect_timeout_secs = seconds;
+        self
+    }
+
+    /// Runs `grpcurl -plaintext [-d DATA] ADDR ARGS...` (or with `-cacert`
+    /// and maybe `-cert`/`-key` over TLS) and returns stdout.
     pub fn raw(&self, data: Option<&str>, args: &[&str]) -> Result<String, GrpcurlError> {
         let mut command = Command::new(tool("VESPER_GRPCURL", "cli/bin/grpcurl"));
-        command.arg("-plaintext").arg("-max-time").arg("60");
+        match &self.tls {
+            None => {
+                command.arg("-plaintext");
+            }
+            Some(tls) => {
+                command.arg("-cacert").arg(&tls.ca);
+                if let Some((cert, key)) = &tls.identity {
+                    command.arg("-cert").arg(cert).arg("-key").arg(key);
+                }
+            }
+        }
+        command
+            .arg("-connect-timeout")
+            .arg(self.connect_timeout_secs.to_string())
+            .arg("-max-time")
+            .arg("60");
         if let Some(data) = data {
             command.arg("-d").arg(data);
         }

@@ -59,11 +59,19 @@ pub fn docker_compose() -> PathBuf {
 /// normalizes it (`docker compose config --format json`), interpolated
 /// with .env.example alone: the caller's environment cannot change it.
 pub fn compose_config() -> serde_json::Value {
+    compose_config_with(&[])
+}
+
+/// [`compose_config`] of docker-compose.yml with these override files
+/// (relative to the repository root) on top, as `-f` adds them.
+pub fn compose_config_with(overrides: &[&str]) -> serde_json::Value {
     let root = workspace_root();
     let mut command = std::process::Command::new(docker_compose());
+    command.arg("-f").arg(root.join("docker-compose.yml"));
+    for file in overrides {
+        command.arg("-f").arg(root.join(file));
+    }
     command
-        .arg("-f")
-        .arg(root.join("docker-compose.yml"))
         .arg("--env-file")
         .arg(root.join(".env.example"))
         .arg("--project-directory")

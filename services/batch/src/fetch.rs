@@ -51,8 +51,10 @@ const MAX_ERROR_BODY: u64 = 64 * 1024;
 
 /// The HTTP client the engine shares across runs (one connection pool).
 /// It follows no redirect itself: [`Fetcher`] does, within its limits.
+/// It trusts `--tls-ca` on top of the system's store, for vesper's own
+/// https:// gateway.
 pub(crate) fn http_client() -> Result<Client, BatchError> {
-    Client::builder()
+    vesper::tls::http_client_builder()
         .user_agent(USER_AGENT)
         .redirect(redirect::Policy::none())
         .build()

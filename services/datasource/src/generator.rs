@@ -58,7 +58,8 @@ impl Generator {
         data: Arc<DataSet>,
         shutdown: Shutdown,
     ) -> Result<Self, DataSourceError> {
-        let client = reqwest::Client::builder()
+        // Trusts --tls-ca, for a webhook behind an https:// gateway.
+        let client = vesper::tls::http_client_builder()
             .timeout(PUSH_TIMEOUT)
             .build()
             .map_err(|err| DataSourceError::HttpClient(vesper::error::error_chain(&err)))?;
