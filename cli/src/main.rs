@@ -2,6 +2,7 @@
 //! around them. This binary only parses flags and wires the library crates
 //! together; the behaviour lives in the crates.
 
+mod allocator;
 mod analytics;
 mod batch;
 mod certs;
@@ -16,19 +17,15 @@ mod sample_data;
 mod storage;
 mod up;
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc instead of the system allocator: after 20 s of webhook load
-/// the system allocator still held 350 MiB in its per-thread arenas, while
-/// mimalloc gives freed pages back and allocates the many small
-/// per-request buffers faster (docs/benchmarks.md). It is built as v2 and
-/// without transparent huge pages (`no_thp`): with huge pages, which many
-/// kernels enable for every mapping, each thread's arena costs megabytes
-/// of resident memory at idle.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// How long an idle thread of the blocking pool (file I/O, DNS) waits for
+/// more work before it exits (tokio's default is 10 s). Each one holds its
+/// stack and its allocator heap; under load they stay busy anyway, and
+/// starting one again costs microseconds.
+const BLOCKING_THREAD_KEEP_ALIVE: Duration = Duration::from_secs(2);
 
 /// vesper: an open data-ingestion platform.
 ///
@@ -117,7 +114,13 @@ impl Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    allocator::return_freed_memory_promptly();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_keep_alive(BLOCKING_THREAD_KEEP_ALIVE)
+        .on_thread_park(allocator::collect_when_idle)
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("vesper: cannot start the async runtime: {err}");

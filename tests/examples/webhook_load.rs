@@ -3,7 +3,9 @@
 //! 10 realistic events with fresh ids (no signups, so every event takes the
 //! durable path), either flat out or at a fixed total rate, for a fixed
 //! time. Prints one JSON line: requests, events, non-2xx answers, errors,
-//! events/s, and latency p50/p90/p99/max in milliseconds.
+//! events/s, and latency p50/p90/p99/max in milliseconds. At a fixed rate a
+//! request's latency counts from when it was due, unless the connection was
+//! free then: then from when the generator's timer woke to send it.
 //!
 //! `webhook_load URL SECONDS CONNECTIONS [EVENTS_PER_SECOND]`
 
@@ -97,19 +99,28 @@ async fn main() {
                 + interval.map_or(Duration::ZERO, |interval| {
                     interval.mul_f64(connection as f64 / connections as f64)
                 });
+            let mut previous_answer = Instant::now();
             while Instant::now() < deadline {
+                // The body is built before the clock starts: rendering it is
+                // the generator's work, not the server's.
+                let body = body(request);
                 if interval.is_some() {
                     tokio::time::sleep_until(due.into()).await;
                 }
-                let sent = if interval.is_some() {
-                    due
-                } else {
-                    Instant::now()
+                // Latency counts from when the request was due if the
+                // previous answer came after that (no coordinated omission:
+                // a slow server cannot hide the requests behind it), else
+                // from when the generator woke to send it: a timer fires up
+                // to a millisecond late, and that lateness is the
+                // generator's, not the server's.
+                let sent = match interval {
+                    Some(_) if previous_answer > due => due,
+                    _ => Instant::now(),
                 };
                 let result = client
                     .post(url.as_str())
                     .header("content-type", "application/json")
-                    .body(body(request))
+                    .body(body)
                     .send()
                     .await;
                 match result {
@@ -121,7 +132,8 @@ async fn main() {
                     }
                     Err(_) => tally.errors += 1,
                 }
-                let micros = sent.elapsed().as_micros();
+                previous_answer = Instant::now();
+                let micros = previous_answer.duration_since(sent).as_micros();
                 tally
                     .latencies_us
                     .push(u32::try_from(micros).unwrap_or(u32::MAX));

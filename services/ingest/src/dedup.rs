@@ -9,9 +9,12 @@
 //! The union of the two is the window as it was.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
+    hash::{BuildHasher, RandomState},
     time::Duration,
 };
+
+use hashbrown::HashTable;
 
 /// Magic and version of the snapshot format.
 const SNAPSHOT_MAGIC: &[u8; 8] = b"VDEDUP01";
@@ -31,24 +34,54 @@ pub(crate) enum Seen {
     Pending,
 }
 
+/// Where an id in arrival order stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Live {
-    generation: u64,
-    durable: bool,
+enum State {
+    Pending,
+    Durable,
+    /// Its append failed; the slot only waits to leave the front.
+    Released,
+}
+
+/// One offer, in arrival order.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    id: u128,
+    /// Unix milliseconds.
+    seen_ms: i64,
+    state: State,
+}
+
+/// The slot at `position` of `order`, whose first slot has position
+/// `popped`.
+fn slot_at(order: &VecDeque<Slot>, popped: u64, position: u64) -> Option<&Slot> {
+    order.get(usize::try_from(position.checked_sub(popped)?).ok()?)
 }
 
 /// The window of recently accepted event ids.
+///
+/// The state of an id lives in its slot of `order`; `live` indexes the
+/// slots of the ids in the window by id. It holds only the slots'
+/// positions (8 bytes a bucket, where a map from id to position takes 32),
+/// which matters because a hash table under steady insert-and-remove churn
+/// settles at about twice as many buckets as ids. Confirming, snapshotting
+/// and evicting touch the slot directly, and a snapshot is one pass over
+/// `order` without a lookup per id (it is taken under the engine's lock).
 #[derive(Debug)]
 pub(crate) struct DedupWindow {
     capacity: usize,
     ttl: Duration,
-    /// Id -> its live entry.
-    live: HashMap<u128, Live>,
-    /// Ids in arrival order, with their generation and arrival time (unix
-    /// milliseconds). Entries whose generation no longer matches `live` were
-    /// released and are skipped.
-    order: VecDeque<(u128, u64, i64)>,
-    next_generation: u64,
+    /// Positions of the live slots, hashed by their id. A position counts
+    /// from the first slot ever pushed: `position - popped` indexes `order`.
+    live: HashTable<u64>,
+    /// SipHash with a key of this process: ids come from clients, who must
+    /// not be able to pick ids that collide.
+    hasher: RandomState,
+    /// Offers in arrival order; released slots stay until they reach the
+    /// front.
+    order: VecDeque<Slot>,
+    /// Slots popped from the front of `order` so far.
+    popped: u64,
 }
 
 impl DedupWindow {
@@ -57,9 +90,10 @@ impl DedupWindow {
         Self {
             capacity: capacity.max(1),
             ttl,
-            live: HashMap::new(),
+            live: HashTable::new(),
+            hasher: RandomState::new(),
             order: VecDeque::new(),
-            next_generation: 0,
+            popped: 0,
         }
     }
 
@@ -71,62 +105,114 @@ impl DedupWindow {
     /// Whether `id` was seen within the window.
     #[cfg(test)]
     pub(crate) fn contains(&self, id: u128) -> bool {
-        self.live.contains_key(&id)
+        self.position(id).is_some()
+    }
+
+    /// The position of the live slot of `id`.
+    fn position(&self, id: u128) -> Option<u64> {
+        let Self {
+            live,
+            hasher,
+            order,
+            popped,
+            ..
+        } = self;
+        live.find(hasher.hash_one(id), |&position| {
+            slot_at(order, *popped, position).is_some_and(|slot| slot.id == id)
+        })
+        .copied()
+    }
+
+    fn slot_mut(&mut self, id: u128) -> Option<&mut Slot> {
+        let position = self.position(id)?;
+        let index = usize::try_from(position.checked_sub(self.popped)?).ok()?;
+        self.order.get_mut(index)
+    }
+
+    /// Takes `id` out of the index (its slot stays in `order`).
+    fn unindex(&mut self, id: u128) {
+        let Self {
+            live,
+            hasher,
+            order,
+            popped,
+            ..
+        } = self;
+        if let Ok(entry) = live.find_entry(hasher.hash_one(id), |&position| {
+            slot_at(order, *popped, position).is_some_and(|slot| slot.id == id)
+        }) {
+            entry.remove();
+        }
     }
 
     /// Offers `id`, seen at `now_ms` (unix milliseconds). A new id enters
     /// the window as pending (see [`DedupWindow::confirm`]), or as durable
     /// when `durable` (replay).
     pub(crate) fn offer(&mut self, id: u128, now_ms: i64, durable: bool) -> Seen {
-        if let Some(live) = self.live.get(&id) {
-            return if live.durable {
+        if let Some(slot) = self.slot_mut(id) {
+            return if slot.state == State::Durable {
                 Seen::Durable
             } else {
                 Seen::Pending
             };
         }
-        let generation = self.next_generation;
-        self.next_generation += 1;
-        self.live.insert(
+        let position = self.popped + self.order.len() as u64;
+        self.order.push_back(Slot {
             id,
-            Live {
-                generation,
-                durable,
+            seen_ms: now_ms,
+            state: if durable {
+                State::Durable
+            } else {
+                State::Pending
             },
-        );
-        self.order.push_back((id, generation, now_ms));
+        });
+        let Self {
+            live,
+            hasher,
+            order,
+            popped,
+            ..
+        } = self;
+        live.insert_unique(hasher.hash_one(id), position, |&position| {
+            slot_at(order, *popped, position).map_or(0, |slot| hasher.hash_one(slot.id))
+        });
         self.evict(now_ms);
         Seen::New
     }
 
     /// Marks `id` durable: its append is in the log.
     pub(crate) fn confirm(&mut self, id: u128) {
-        if let Some(live) = self.live.get_mut(&id) {
-            live.durable = true;
+        if let Some(slot) = self.slot_mut(id) {
+            slot.state = State::Durable;
         }
     }
 
     /// Forgets `id` (its append failed, so it was never accepted).
     pub(crate) fn release(&mut self, id: u128) {
-        self.live.remove(&id);
+        if let Some(slot) = self.slot_mut(id) {
+            slot.state = State::Released;
+        }
+        self.unindex(id);
     }
 
     /// Drops ids beyond the count bound or older than the age bound.
     pub(crate) fn evict(&mut self, now_ms: i64) {
         let ttl_ms = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
         let oldest_kept = now_ms.saturating_sub(ttl_ms);
-        while let Some(&(id, generation, seen_ms)) = self.order.front() {
-            let released = self.live.get(&id).map(|live| live.generation) != Some(generation);
+        while let Some(front) = self.order.front() {
+            let released = front.state == State::Released;
             let over = self.live.len() > self.capacity
-                // Released entries still take room in `order`; keep that bounded too.
+                // Released slots still take room in `order`; keep that bounded too.
                 || self.order.len() > self.capacity.saturating_mul(2);
-            if !(released || over || seen_ms < oldest_kept) {
+            if !(released || over || front.seen_ms < oldest_kept) {
                 break;
             }
-            self.order.pop_front();
+            let id = front.id;
             if !released {
-                self.live.remove(&id);
+                self.unindex(id);
             }
+            self.order.pop_front();
+            self.popped += 1;
         }
     }
 
@@ -137,12 +223,13 @@ impl DedupWindow {
     pub(crate) fn snapshot(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(12 + self.live.len() * SNAPSHOT_ENTRY);
         bytes.extend_from_slice(SNAPSHOT_MAGIC);
-        for &(id, generation, seen_ms) in &self.order {
-            let live = self.live.get(&id);
-            if live.is_some_and(|live| live.generation == generation && live.durable) {
-                bytes.extend_from_slice(&id.to_le_bytes());
-                bytes.extend_from_slice(&seen_ms.to_le_bytes());
-            }
+        for slot in self
+            .order
+            .iter()
+            .filter(|slot| slot.state == State::Durable)
+        {
+            bytes.extend_from_slice(&slot.id.to_le_bytes());
+            bytes.extend_from_slice(&slot.seen_ms.to_le_bytes());
         }
         let checksum = crc32fast::hash(&bytes);
         bytes.extend_from_slice(&checksum.to_le_bytes());
@@ -218,6 +305,25 @@ mod tests {
         window.offer(3, 3, true);
         assert!(!window.contains(1));
         assert!(window.contains(2) && window.contains(3));
+    }
+
+    #[test]
+    fn a_released_id_offered_again_is_tracked_by_its_new_slot() {
+        let mut window = DedupWindow::new(10, Duration::from_secs(60));
+        window.offer(1, 0, false);
+        window.offer(2, 0, false);
+        window.release(1);
+        assert_eq!(window.offer(1, 1, false), Seen::New);
+        assert_eq!(window.offer(1, 1, false), Seen::Pending);
+        window.confirm(1);
+        window.confirm(2);
+        assert_eq!(window.offer(1, 2, false), Seen::Durable);
+        let mut restored = DedupWindow::new(10, Duration::from_secs(60));
+        assert_eq!(
+            restored.restore(&window.snapshot(), 2),
+            Ok(2),
+            "the released slot is not in the snapshot, the new one is"
+        );
     }
 
     #[test]
