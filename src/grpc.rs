@@ -18,6 +18,11 @@
 //! the status (`OK`, `NOT_FOUND`, ...), `rpc` a method the server offers
 //! or `unknown` (so random paths cannot create series).
 //!
+//! With auth on ([`crate::auth`]), every call but health (and reflection,
+//! per `--reflection`) needs a bearer token with the method's right; the
+//! token's name is the span's `enduser.id`. Every client sends the
+//! process's own token ([`crate::auth::install_client_token`]).
+//!
 //! Every server is bounded ([`GrpcLimits`]): streams per connection, calls
 //! in flight per port, request bytes in flight per port (past either,
 //! UNAVAILABLE with a `retry-after`), and a time limit per call (past it,
@@ -52,6 +57,7 @@ use tracing::Instrument;
 
 use crate::{
     FILE_DESCRIPTOR_SET,
+    auth::{AuthLayer, Reflection, ServerAuth},
     config::{ByteSize, PeerAddr, parse_duration, parse_positive_count},
 };
 
@@ -214,6 +220,7 @@ pub struct GrpcServices {
     routes: RoutesBuilder,
     names: Vec<&'static str>,
     limits: GrpcLimits,
+    auth: ServerAuth,
 }
 
 impl Default for GrpcServices {
@@ -224,13 +231,20 @@ impl Default for GrpcServices {
 
 impl GrpcServices {
     /// No services yet, within the process's limits
-    /// ([`GrpcLimits::current`]).
+    /// ([`GrpcLimits::current`]) and auth ([`ServerAuth::current`]).
     pub fn new() -> Self {
         Self {
             routes: RoutesBuilder::default(),
             names: Vec::new(),
             limits: GrpcLimits::current(),
+            auth: ServerAuth::current(),
         }
+    }
+
+    /// Checks callers as `auth` says instead of as the process does.
+    pub fn auth(mut self, auth: ServerAuth) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// Serves within `limits` instead of the process's.
@@ -272,6 +286,7 @@ impl GrpcServices {
             mut routes,
             names,
             limits,
+            auth,
         } = self;
         let guard = CallGuard::new(known_rpcs(&names), limits.clone());
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -280,10 +295,12 @@ impl GrpcServices {
                 .set_service_status(name, ServingStatus::Serving)
                 .await;
         }
-        routes
-            .add_service(health_service)
-            .add_service(reflection(&names).build_v1()?)
-            .add_service(reflection(&names).build_v1alpha()?);
+        routes.add_service(health_service);
+        if auth.reflection != Reflection::Off {
+            routes
+                .add_service(reflection(&names).build_v1()?)
+                .add_service(reflection(&names).build_v1alpha()?);
+        }
 
         let stop = async move {
             shutdown.await;
@@ -302,6 +319,7 @@ impl GrpcServices {
             .http2_keepalive_interval(Some(KEEP_ALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEP_ALIVE_TIMEOUT))
             .layer(ObservedLayer { guard })
+            .layer(AuthLayer::new(auth))
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, stop)
             .await?;
@@ -571,6 +589,13 @@ impl tower::Service<http::Request<Body>> for TracedChannel {
             otel.status_description = tracing::field::Empty,
         );
         crate::telemetry::inject_context(&span, request.headers_mut());
+        if let Some(token) = crate::auth::client_token()
+            && !request.headers().contains_key(http::header::AUTHORIZATION)
+        {
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, token.authorization());
+        }
         let response = self.inner.call(request);
         let recorded = span.clone();
         Box::pin(
@@ -644,6 +669,7 @@ where
                 rpc.grpc.status_code = tracing::field::Empty,
                 otel.status_code = tracing::field::Empty,
                 otel.status_description = tracing::field::Empty,
+                enduser.id = tracing::field::Empty,
             )
         };
         crate::telemetry::set_parent_from_headers(&span, request.headers());

@@ -12,6 +12,8 @@
 //!   bounds on what an event may hold.
 //! - [`grpc`]: the server scaffolding with its limits (docs/limits.md),
 //!   and traced clients.
+//! - [`auth`]: bearer tokens and their rights, the layer that checks
+//!   them on every gRPC port (docs/security.md).
 //! - [`retry`]: the one backoff schedule (capped, exponential, full
 //!   jitter).
 //! - [`config`], [`telemetry`], [`metrics`], [`shutdown`], [`signature`]:
@@ -20,6 +22,7 @@
 //! The architecture and the guarantees of the whole platform are in
 //! docs/architecture.md.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod grpc;
