@@ -378,7 +378,8 @@ fn read_bounded(path: &Path) -> Result<String, AuthError> {
     std::fs::read_to_string(path).map_err(read_error)
 }
 
-fn check_name(name: &str) -> Result<(), AuthError> {
+/// Checks a token name: 1 to 64 letters, digits, `.`, `_` or `-`.
+pub fn check_name(name: &str) -> Result<(), AuthError> {
     let valid = (1..=64).contains(&name.len())
         && name
             .bytes()
@@ -724,6 +725,21 @@ impl AuthArgs {
             .as_deref()
             .map(TokenTable::load)
             .transpose()
+    }
+
+    /// The auth of a server bound to `addrs`: the tokens file read, the
+    /// state logged (and a warning when a reachable port is left open).
+    pub fn server_auth(
+        &self,
+        reflection: Reflection,
+        addrs: &[SocketAddr],
+    ) -> Result<ServerAuth, AuthError> {
+        let tokens = self.tokens()?;
+        self.announce(tokens.as_ref(), addrs);
+        Ok(ServerAuth {
+            tokens: tokens.map(Arc::new),
+            reflection,
+        })
     }
 
     /// Logs whether auth is on, and warns when a port that others can

@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use vesper::{
     Shutdown,
+    auth::{AuthArgs, ClientTokenArgs, PeerTokenArgs, ReflectionArgs},
     config::{announce_listening, bind, defaults},
     grpc::GrpcLimits,
     metrics::MetricsArgs,
@@ -42,6 +43,9 @@ struct RunCommand {
 
     #[command(flatten)]
     args: BatchArgs,
+
+    #[command(flatten, next_help_heading = "Access control")]
+    token: ClientTokenArgs,
 }
 
 #[derive(Debug, Args)]
@@ -69,6 +73,15 @@ struct ServeCommand {
 
     #[command(flatten, next_help_heading = "gRPC limits")]
     grpc_limits: GrpcLimits,
+
+    #[command(flatten, next_help_heading = "Access control")]
+    auth: AuthArgs,
+
+    #[command(flatten, next_help_heading = "Access control")]
+    reflection: ReflectionArgs,
+
+    #[command(flatten, next_help_heading = "Access control")]
+    peer_token: PeerTokenArgs,
 }
 
 impl BatchCommand {
@@ -84,6 +97,7 @@ impl BatchCommand {
 impl RunCommand {
     async fn run(self) -> anyhow::Result<()> {
         let shutdown = Shutdown::on_signals();
+        self.token.install()?;
         // A bar is for people watching; logs and pipes get plain lines.
         let observer: Arc<dyn RunObserver> = if std::io::stderr().is_terminal() {
             Arc::new(crate::progress::BarProgress::new())
@@ -143,6 +157,10 @@ impl ServeCommand {
     async fn run(self) -> anyhow::Result<()> {
         let shutdown = Shutdown::on_signals();
         self.grpc_limits.install();
+        self.auth
+            .server_auth(self.reflection.reflection, &[self.grpc_addr])?
+            .install();
+        self.peer_token.install()?;
         let engine = Arc::new(
             self.args
                 .engine()

@@ -13,6 +13,7 @@ mod platform;
 mod progress;
 mod sample_data;
 mod storage;
+mod tokens;
 mod up;
 
 use std::process::ExitCode;
@@ -75,6 +76,8 @@ enum Command {
     Analytics(analytics::AnalyticsCommand),
     /// Probe a vesper server (gRPC health or HTTP); for container health checks.
     Healthcheck(healthcheck::HealthcheckCommand),
+    /// Issue bearer tokens for the servers' --auth-tokens files.
+    Tokens(tokens::TokensCommand),
 }
 
 impl Command {
@@ -91,6 +94,7 @@ impl Command {
             Self::SampleData(_) => "vesper-sample-data",
             Self::Analytics(_) => "vesper-analytics",
             Self::Healthcheck(_) => "vesper-healthcheck",
+            Self::Tokens(_) => "vesper-tokens",
         }
     }
 
@@ -106,6 +110,7 @@ impl Command {
             Self::SampleData(command) => command.run().await,
             Self::Analytics(command) => command.run().await,
             Self::Healthcheck(command) => command.run().await,
+            Self::Tokens(command) => command.run(),
         }
     }
 }
