@@ -18,18 +18,32 @@ pub struct GrpcurlError {
 #[derive(Debug, Clone)]
 pub struct Grpcurl {
     addr: SocketAddr,
+    headers: Vec<String>,
 }
 
 impl Grpcurl {
     /// grpcurl for the server at `addr`.
     pub fn new(addr: SocketAddr) -> Self {
-        Self { addr }
+        Self {
+            addr,
+            headers: Vec::new(),
+        }
+    }
+
+    /// The same grpcurl, sending `header` (`name: value`) on every call,
+    /// reflection included (`-H`).
+    pub fn with_header(mut self, header: &str) -> Self {
+        self.headers.push(header.to_owned());
+        self
     }
 
     /// Runs `grpcurl -plaintext [-d DATA] ADDR ARGS...` and returns stdout.
     pub fn raw(&self, data: Option<&str>, args: &[&str]) -> Result<String, GrpcurlError> {
         let mut command = Command::new(tool("VESPER_GRPCURL", "cli/bin/grpcurl"));
         command.arg("-plaintext").arg("-max-time").arg("60");
+        for header in &self.headers {
+            command.arg("-H").arg(header);
+        }
         if let Some(data) = data {
             command.arg("-d").arg(data);
         }
