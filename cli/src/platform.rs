@@ -192,6 +192,11 @@ impl Platform {
         let mut batch_args = args.batch.clone();
         if batch_args.pipelines.source_url.is_none() {
             batch_args.pipelines.source_url = Some(own_api);
+            // Only to its own gateway: a --source-url of the user's may be
+            // another API, which must never see a vesper token.
+            if batch_args.pipelines.source_token_file.is_none() {
+                batch_args.pipelines.source_token = vesper::auth::client_token().cloned();
+            }
         }
         let batch = Arc::new(batch_args.engine(through_storage())?);
 

@@ -246,7 +246,6 @@ async fn the_gateway_answers_401_and_403_and_up_calls_itself_with_its_own_token(
             "--wal-dir",
             &path_arg(&dir.path().join("wal")),
             "--no-sample-data",
-            "--no-pipelines",
             "--no-generator",
             "--no-faults",
             "--auth-tokens",
@@ -275,6 +274,14 @@ async fn the_gateway_answers_401_and_403_and_up_calls_itself_with_its_own_token(
     assert_eq!(health["status"], "healthy", "{health}");
     let metrics = get("/metrics", None).await.expect("metrics");
     assert_eq!(metrics.status(), 200, "/metrics stays open for scrapers");
+    // The start-up pipelines read the gateway's REST API with it too.
+    eventually(
+        "the start-up pipelines",
+        Duration::from_secs(60),
+        async || up.log().matches("pipeline run done").count() == 2,
+    )
+    .await;
+    assert!(!up.log().contains("pipeline run failed"), "{}", up.log());
 
     for (token, status, words) in [
         (
