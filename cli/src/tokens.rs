@@ -19,6 +19,43 @@ enum TokensAction {
     /// line that lets it in (for the servers' --auth-tokens file, which
     /// holds only its SHA-256).
     New(NewCommand),
+    /// Print the tokens-file line of an existing token (read from a file):
+    /// to let it into another server with other rights, or to write the
+    /// line again.
+    Line(LineCommand),
+}
+
+#[derive(Debug, Args)]
+struct LineCommand {
+    /// The name the line gives the token.
+    #[arg(long, value_name = "NAME")]
+    name: String,
+
+    /// A right the token carries on this server (repeat, or separate with
+    /// commas).
+    #[arg(
+        long = "right",
+        value_name = "RIGHT",
+        required = true,
+        value_delimiter = ','
+    )]
+    rights: Vec<Right>,
+
+    /// The file holding the token.
+    #[arg(long, value_name = "FILE")]
+    token_file: std::path::PathBuf,
+}
+
+impl LineCommand {
+    fn run(self) -> anyhow::Result<()> {
+        vesper::auth::check_name(&self.name)?;
+        let token = Token::from_file(&self.token_file)?;
+        let rights: Rights = self.rights.iter().copied().collect();
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", tokens_file_line(&self.name, rights, &token))?;
+        out.flush()?;
+        Ok(())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -50,6 +87,7 @@ impl TokensCommand {
     pub(crate) fn run(self) -> anyhow::Result<()> {
         match self.action {
             TokensAction::New(command) => command.run(),
+            TokensAction::Line(command) => command.run(),
         }
     }
 }
