@@ -24,8 +24,11 @@ pub enum ErrorCode {
     /// explicit non-JSON content type). gRPC has no such code; it travels
     /// as INVALID_ARGUMENT.
     UnsupportedMediaType,
-    /// The caller is not authenticated (bad or missing signature).
+    /// The caller is not authenticated (bad or missing signature or
+    /// token).
     Unauthenticated,
+    /// The caller is known but lacks the right the request needs.
+    PermissionDenied,
     /// A dependency cannot be reached or the service is shedding load; retry
     /// later.
     Unavailable,
@@ -49,6 +52,7 @@ impl ErrorCode {
             Self::ResourceExhausted => Code::ResourceExhausted,
             Self::UnsupportedMediaType => Code::InvalidArgument,
             Self::Unauthenticated => Code::Unauthenticated,
+            Self::PermissionDenied => Code::PermissionDenied,
             Self::Unavailable => Code::Unavailable,
             Self::DeadlineExceeded => Code::DeadlineExceeded,
             Self::Cancelled => Code::Cancelled,
@@ -68,6 +72,7 @@ impl ErrorCode {
             Self::ResourceExhausted => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::PermissionDenied => StatusCode::FORBIDDEN,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             Self::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
@@ -86,7 +91,8 @@ impl ErrorCode {
                 Self::FailedPrecondition
             }
             Code::ResourceExhausted => Self::ResourceExhausted,
-            Code::Unauthenticated | Code::PermissionDenied => Self::Unauthenticated,
+            Code::Unauthenticated => Self::Unauthenticated,
+            Code::PermissionDenied => Self::PermissionDenied,
             Code::Unavailable => Self::Unavailable,
             Code::DeadlineExceeded => Self::DeadlineExceeded,
             Code::Cancelled => Self::Cancelled,
@@ -145,13 +151,14 @@ pub fn to_status<E: ServiceError + ?Sized>(err: &E) -> tonic::Status {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 11] = [
+    const ALL: [ErrorCode; 12] = [
         ErrorCode::InvalidArgument,
         ErrorCode::NotFound,
         ErrorCode::FailedPrecondition,
         ErrorCode::ResourceExhausted,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::Unauthenticated,
+        ErrorCode::PermissionDenied,
         ErrorCode::Unavailable,
         ErrorCode::DeadlineExceeded,
         ErrorCode::Cancelled,
@@ -183,6 +190,7 @@ mod tests {
                     | ErrorCode::ResourceExhausted
                     | ErrorCode::UnsupportedMediaType
                     | ErrorCode::Unauthenticated
+                    | ErrorCode::PermissionDenied
             );
             assert_eq!(
                 status.is_client_error(),

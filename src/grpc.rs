@@ -18,6 +18,11 @@
 //! the status (`OK`, `NOT_FOUND`, ...), `rpc` a method the server offers
 //! or `unknown` (so random paths cannot create series).
 //!
+//! With auth on ([`crate::auth`]), every call but health (and reflection,
+//! per `--reflection`) needs a bearer token with the method's right; the
+//! token's name is the span's `enduser.id`. Every client sends the
+//! process's own token ([`crate::auth::install_client_token`]).
+//!
 //! Every server is bounded ([`GrpcLimits`]): streams per connection, calls
 //! in flight per port, request bytes in flight per port (past either,
 //! UNAVAILABLE with a `retry-after`), and a time limit per call (past it,
@@ -52,6 +57,7 @@ use tracing::Instrument;
 
 use crate::{
     FILE_DESCRIPTOR_SET,
+    auth::{AuthLayer, Reflection, ServerAuth},
     config::{ByteSize, PeerAddr, parse_duration, parse_positive_count},
     tls::{Port, ServerTls, TlsConnect},
 };
@@ -216,6 +222,7 @@ pub struct GrpcServices {
     names: Vec<&'static str>,
     limits: GrpcLimits,
     tls: Option<Arc<ServerTls>>,
+    auth: ServerAuth,
 }
 
 impl Default for GrpcServices {
@@ -226,13 +233,15 @@ impl Default for GrpcServices {
 
 impl GrpcServices {
     /// No services yet, within the process's limits
-    /// ([`GrpcLimits::current`]) and with its TLS ([`ServerTls::current`]).
+    /// ([`GrpcLimits::current`]), its TLS ([`ServerTls::current`]) and its
+    /// access control ([`ServerAuth::current`]).
     pub fn new() -> Self {
         Self {
             routes: RoutesBuilder::default(),
             names: Vec::new(),
             limits: GrpcLimits::current(),
             tls: ServerTls::current(),
+            auth: ServerAuth::current(),
         }
     }
 
@@ -240,6 +249,12 @@ impl GrpcServices {
     /// process's TLS.
     pub fn tls(mut self, tls: Option<Arc<ServerTls>>) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// Checks callers as `auth` says instead of as the process does.
+    pub fn auth(mut self, auth: ServerAuth) -> Self {
+        self.auth = auth;
         self
     }
 
@@ -283,6 +298,7 @@ impl GrpcServices {
             names,
             limits,
             tls,
+            auth,
         } = self;
         let guard = CallGuard::new(known_rpcs(&names), limits.clone());
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -291,10 +307,12 @@ impl GrpcServices {
                 .set_service_status(name, ServingStatus::Serving)
                 .await;
         }
-        routes
-            .add_service(health_service)
-            .add_service(reflection(&names).build_v1()?)
-            .add_service(reflection(&names).build_v1alpha()?);
+        routes.add_service(health_service);
+        if auth.reflection != Reflection::Off {
+            routes
+                .add_service(reflection(&names).build_v1()?)
+                .add_service(reflection(&names).build_v1alpha()?);
+        }
 
         let stop = async move {
             shutdown.await;
@@ -312,6 +330,7 @@ impl GrpcServices {
             .http2_keepalive_interval(Some(KEEP_ALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEP_ALIVE_TIMEOUT))
             .layer(ObservedLayer { guard })
+            .layer(AuthLayer::new(auth))
             .add_routes(routes.routes());
         // tonic's own TLS reads its certificate once; our acceptor takes
         // the current one for every connection, so rotation needs no
@@ -601,6 +620,13 @@ impl tower::Service<http::Request<Body>> for TracedChannel {
             otel.status_description = tracing::field::Empty,
         );
         crate::telemetry::inject_context(&span, request.headers_mut());
+        if let Some(token) = crate::auth::client_token()
+            && !request.headers().contains_key(http::header::AUTHORIZATION)
+        {
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, token.authorization());
+        }
         let response = self.inner.call(request);
         let recorded = span.clone();
         Box::pin(
@@ -674,6 +700,7 @@ where
                 rpc.grpc.status_code = tracing::field::Empty,
                 otel.status_code = tracing::field::Empty,
                 otel.status_description = tracing::field::Empty,
+                enduser.id = tracing::field::Empty,
             )
         };
         crate::telemetry::set_parent_from_headers(&span, request.headers());

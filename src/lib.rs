@@ -14,6 +14,8 @@
 //!   and traced clients.
 //! - [`tls`]: TLS on every port and every call between services (off
 //!   unless asked for), with certificates reloaded without a restart.
+//! - [`auth`]: bearer tokens and their rights, the layer that checks
+//!   them on every gRPC port (docs/security.md).
 //! - [`retry`]: the one backoff schedule (capped, exponential, full
 //!   jitter).
 //! - [`config`], [`telemetry`], [`metrics`], [`shutdown`], [`signature`]:
@@ -22,6 +24,7 @@
 //! The architecture and the guarantees of the whole platform are in
 //! docs/architecture.md.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod grpc;

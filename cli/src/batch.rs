@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use vesper::{
     Shutdown,
+    auth::{AuthArgs, ClientTokenArgs, PeerTokenArgs, ReflectionArgs},
     config::{announce_listening, bind, defaults},
     grpc::GrpcLimits,
     metrics::MetricsArgs,
@@ -46,6 +47,8 @@ struct RunCommand {
 
     #[command(flatten, next_help_heading = "TLS")]
     tls: ClientTlsArgs,
+    #[command(flatten, next_help_heading = "Access control")]
+    token: ClientTokenArgs,
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +78,15 @@ struct ServeCommand {
     grpc_limits: GrpcLimits,
     #[command(flatten, next_help_heading = "TLS")]
     tls: TlsArgs,
+
+    #[command(flatten, next_help_heading = "Access control")]
+    auth: AuthArgs,
+
+    #[command(flatten, next_help_heading = "Access control")]
+    reflection: ReflectionArgs,
+
+    #[command(flatten, next_help_heading = "Access control")]
+    peer_token: PeerTokenArgs,
 }
 
 impl BatchCommand {
@@ -91,6 +103,7 @@ impl RunCommand {
     async fn run(self) -> anyhow::Result<()> {
         let shutdown = Shutdown::on_signals();
         self.tls.install()?;
+        self.token.install()?;
         // A bar is for people watching; logs and pipes get plain lines.
         let observer: Arc<dyn RunObserver> = if std::io::stderr().is_terminal() {
             Arc::new(crate::progress::BarProgress::new())
@@ -151,6 +164,10 @@ impl ServeCommand {
         let shutdown = Shutdown::on_signals();
         self.grpc_limits.install();
         self.tls.install()?;
+        self.auth
+            .server_auth(self.reflection.reflection, &[self.grpc_addr])?
+            .install();
+        self.peer_token.install()?;
         let engine = Arc::new(
             self.args
                 .engine()

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use clap::Args;
 use vesper::{
     Shutdown,
+    auth::{AuthArgs, PeerTokenArgs, ReflectionArgs},
     config::{announce_listening, bind, defaults},
     grpc::GrpcLimits,
     metrics::MetricsArgs,
@@ -37,6 +38,15 @@ pub(crate) struct DataSourceCommand {
     grpc_limits: GrpcLimits,
     #[command(flatten, next_help_heading = "TLS")]
     tls: TlsArgs,
+
+    #[command(flatten, next_help_heading = "Access control")]
+    auth: AuthArgs,
+
+    #[command(flatten, next_help_heading = "Access control")]
+    reflection: ReflectionArgs,
+
+    #[command(flatten, next_help_heading = "Access control")]
+    peer_token: PeerTokenArgs,
 }
 
 impl DataSourceCommand {
@@ -44,6 +54,10 @@ impl DataSourceCommand {
         let shutdown = Shutdown::on_signals();
         self.grpc_limits.install();
         self.tls.install()?;
+        self.auth
+            .server_auth(self.reflection.reflection, &[self.grpc_addr])?
+            .install();
+        self.peer_token.install()?;
         let config = self.args.config(self.webhook.webhook_url.clone());
         let listener = bind(self.grpc_addr).await?;
         self.metrics.spawn(shutdown.signalled()).await?;

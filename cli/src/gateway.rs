@@ -3,6 +3,7 @@
 use clap::Args;
 use vesper::{
     Shutdown,
+    auth::{AuthArgs, PeerTokenArgs, Reflection},
     config::{announce_listening, bind},
     tls::TlsArgs,
 };
@@ -15,13 +16,24 @@ pub(crate) struct GatewayCommand {
     args: GatewayArgs,
     #[command(flatten, next_help_heading = "TLS")]
     tls: TlsArgs,
+
+    #[command(flatten, next_help_heading = "Access control")]
+    auth: AuthArgs,
+
+    #[command(flatten, next_help_heading = "Access control")]
+    peer_token: PeerTokenArgs,
 }
 
 impl GatewayCommand {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         let shutdown = Shutdown::on_signals();
         self.tls.install()?;
-        let config = self.args.config();
+        let mut config = self.args.config();
+        config.auth = self
+            .auth
+            .server_auth(Reflection::Off, &[self.args.http_addr])?
+            .tokens;
+        self.peer_token.install()?;
         tracing::info!(
             datasource = %config.datasource,
             ingest = %config.ingest,

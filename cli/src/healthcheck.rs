@@ -11,7 +11,7 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 use tracing::Instrument;
-use vesper::{config::PeerAddr, tls::ClientTlsArgs};
+use vesper::{auth::ClientTokenArgs, config::PeerAddr, tls::ClientTlsArgs};
 
 /// Probe a vesper server: exit 0 when it is serving, 1 otherwise.
 #[derive(Debug, Args)]
@@ -30,6 +30,11 @@ pub(crate) struct HealthcheckCommand {
     #[arg(long, value_name = "URL")]
     http: Option<String>,
 
+    /// Health is open to every caller; a token is sent only when one is
+    /// given (e.g. for a proxy in front that wants one).
+    #[command(flatten)]
+    token: ClientTokenArgs,
+
     /// Give up after this long.
     #[arg(long, default_value = "5s", value_parser = vesper::config::parse_duration, value_name = "DURATION")]
     timeout: Duration,
@@ -41,6 +46,7 @@ pub(crate) struct HealthcheckCommand {
 impl HealthcheckCommand {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         self.tls.install()?;
+        self.token.install()?;
         let traceparent = vesper::telemetry::unsampled_traceparent();
         let span = tracing::info_span!("healthcheck");
         vesper::telemetry::set_parent_from_traceparent(&span, &traceparent);
@@ -66,11 +72,15 @@ impl HealthcheckCommand {
                 );
             }
             if let Some(url) = &self.http {
-                let response = vesper::tls::http_client_builder()
+                let mut request = vesper::tls::http_client_builder()
                     .build()
                     .context("cannot set up the HTTP client")?
                     .get(url)
-                    .header("traceparent", &traceparent)
+                    .header("traceparent", &traceparent);
+                if let Some(token) = vesper::auth::client_token() {
+                    request = request.header(reqwest::header::AUTHORIZATION, token.authorization());
+                }
+                let response = request
                     .send()
                     .await
                     .with_context(|| format!("{url} did not answer"))?;

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use vesper::{
     Shutdown,
+    auth::{AuthArgs, PeerTokenArgs, ReflectionArgs},
     config::{announce_listening, bind},
     grpc::GrpcLimits,
     metrics::MetricsArgs,
@@ -26,6 +27,15 @@ pub(crate) struct IngestCommand {
     grpc_limits: GrpcLimits,
     #[command(flatten, next_help_heading = "TLS")]
     tls: TlsArgs,
+
+    #[command(flatten, next_help_heading = "Access control")]
+    auth: AuthArgs,
+
+    #[command(flatten, next_help_heading = "Access control")]
+    reflection: ReflectionArgs,
+
+    #[command(flatten, next_help_heading = "Access control")]
+    peer_token: PeerTokenArgs,
 }
 
 impl IngestCommand {
@@ -41,6 +51,10 @@ impl IngestCommand {
             .map_err(anyhow::Error::msg)?;
         self.grpc_limits.install();
         self.tls.install()?;
+        self.auth
+            .server_auth(self.reflection.reflection, &[self.args.grpc_addr])?
+            .install();
+        self.peer_token.install()?;
         let store = Arc::new(self.args.storage.connect_lazy(config.max_object_size));
         // Replay (or, in fleet mode, the stream's check) before the ready
         // line: a client that waits for it finds the duplicate window and

@@ -15,6 +15,7 @@ mod platform;
 mod progress;
 mod sample_data;
 mod storage;
+mod tokens;
 mod up;
 
 use std::{process::ExitCode, time::Duration};
@@ -75,6 +76,8 @@ enum Command {
     Healthcheck(healthcheck::HealthcheckCommand),
     /// Write a development CA and server/client certificates for TLS.
     Certs(certs::CertsCommand),
+    /// Issue bearer tokens for the servers' --auth-tokens files.
+    Tokens(tokens::TokensCommand),
 }
 
 impl Command {
@@ -92,6 +95,7 @@ impl Command {
             Self::Analytics(_) => "vesper-analytics",
             Self::Healthcheck(_) => "vesper-healthcheck",
             Self::Certs(_) => "vesper-certs",
+            Self::Tokens(_) => "vesper-tokens",
         }
     }
 
@@ -108,6 +112,7 @@ impl Command {
             Self::Analytics(command) => command.run().await,
             Self::Healthcheck(command) => command.run().await,
             Self::Certs(command) => command.run().await,
+            Self::Tokens(command) => command.run(),
         }
     }
 }

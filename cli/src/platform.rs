@@ -18,6 +18,7 @@ use reqwest::Url;
 use tokio::task::JoinHandle;
 use vesper::{
     Shutdown,
+    auth::{AuthArgs, ReflectionArgs, Rights, ServerAuth, Token},
     config::{Lake, PeerAddr, bind, defaults},
     grpc::{GrpcLimits, GrpcServices, connect_lazy},
     tls::TlsArgs,
@@ -85,6 +86,11 @@ pub(crate) struct PlatformArgs {
 
     #[command(flatten, next_help_heading = "TLS")]
     tls: TlsArgs,
+    #[command(flatten, next_help_heading = "Access control")]
+    auth: AuthArgs,
+
+    #[command(flatten, next_help_heading = "Access control")]
+    reflection: ReflectionArgs,
 }
 
 impl PlatformArgs {
@@ -190,6 +196,7 @@ impl Platform {
         let grpc = grpc_listener.local_addr()?;
         let http = http_listener.local_addr()?;
         let grpc_peer: PeerAddr = format!("{grpc_scheme}://{}", reachable(grpc)).parse()?;
+        let auth = server_auth(args, &[grpc, http])?;
         let own_api = format!("{http_scheme}://{}/api/", reachable(http));
         let own_webhook: Url =
             format!("{http_scheme}://{}/webhook/events", reachable(http)).parse()?;
@@ -240,6 +247,11 @@ impl Platform {
         let mut batch_args = args.batch.clone();
         if batch_args.pipelines.source_url.is_none() {
             batch_args.pipelines.source_url = Some(own_api);
+            // Only to its own gateway: a --source-url of the user's may be
+            // another API, which must never see a vesper token.
+            if batch_args.pipelines.source_token_file.is_none() {
+                batch_args.pipelines.source_token = vesper::auth::client_token().cloned();
+            }
         }
         let batch = Arc::new(batch_args.engine(through_storage())?);
 
@@ -247,6 +259,7 @@ impl Platform {
         let grpc_task = tokio::spawn(
             GrpcServices::new()
                 .limits(args.grpc_limits.clone())
+                .auth(auth.clone())
                 .with(StorageService::new(store).into_server(max_object_size))
                 .with(datasource.clone().into_server())
                 .with(IngestService::new(ingest.clone()).into_server())
@@ -255,6 +268,7 @@ impl Platform {
         );
         let mut gateway = GatewayConfig::all_peers_at(grpc_peer.clone());
         args.gateway.apply_to(&mut gateway);
+        gateway.auth = auth.tokens;
         let http_limits = gateway.server.clone();
         let http_stop = Shutdown::new();
         let http_signal = http_stop.signalled();
@@ -336,6 +350,26 @@ impl Platform {
         }
         Ok(Summary { ingest, pipelines })
     }
+}
+
+/// The principal of the platform's own calls between its services.
+const INTERNAL_PRINCIPAL: &str = "vesper-up";
+
+/// The auth of both ports. With a tokens file, the hops between the
+/// services (loopback calls inside this process) carry a token minted here
+/// that lives only in this process's memory, accepted as
+/// [`INTERNAL_PRINCIPAL`] next to the file's tokens; it dies with the
+/// process.
+fn server_auth(args: &PlatformArgs, addrs: &[SocketAddr]) -> anyhow::Result<ServerAuth> {
+    let mut auth = args.auth.server_auth(args.reflection.reflection, addrs)?;
+    if let Some(tokens) = auth.tokens.take() {
+        let internal = Token::generate();
+        let tokens =
+            Arc::unwrap_or_clone(tokens).with_token(INTERNAL_PRINCIPAL, Rights::all(), &internal);
+        vesper::auth::install_client_token(internal);
+        auth.tokens = Some(Arc::new(tokens));
+    }
+    Ok(auth)
 }
 
 /// Sample data when missing, then the users and content pipelines through

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use vesper::{
     Shutdown,
+    auth::{AuthArgs, ReflectionArgs},
     config::{announce_listening, bind, defaults},
     grpc::GrpcLimits,
     metrics::MetricsArgs,
@@ -35,6 +36,12 @@ pub(crate) struct StorageCommand {
     grpc_limits: GrpcLimits,
     #[command(flatten, next_help_heading = "TLS")]
     tls: TlsArgs,
+
+    #[command(flatten, next_help_heading = "Access control")]
+    auth: AuthArgs,
+
+    #[command(flatten, next_help_heading = "Access control")]
+    reflection: ReflectionArgs,
 }
 
 impl StorageCommand {
@@ -48,6 +55,9 @@ impl StorageCommand {
             .map_err(anyhow::Error::msg)?;
         self.grpc_limits.install();
         self.tls.install()?;
+        self.auth
+            .server_auth(self.reflection.reflection, &[self.grpc_addr])?
+            .install();
         let store = self
             .lake
             .open()

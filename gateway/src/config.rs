@@ -1,8 +1,9 @@
 //! The gateway's settings and their command-line form.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use vesper::{
+    auth::TokenTable,
     config::{ByteSize, PeerAddr, defaults, parse_duration, parse_positive_count},
     signature::WebhookSecret,
 };
@@ -32,6 +33,8 @@ pub struct GatewayConfig {
     pub allowed_origins: Vec<AllowedOrigin>,
     /// The connection limits of the HTTP server.
     pub server: ServerLimits,
+    /// The accepted bearer tokens; `None`: auth is off.
+    pub auth: Option<Arc<TokenTable>>,
 }
 
 impl GatewayConfig {
@@ -49,6 +52,7 @@ impl GatewayConfig {
             max_in_flight_requests: DEFAULT_MAX_IN_FLIGHT_REQUESTS,
             allowed_origins: Vec::new(),
             server: ServerLimits::default(),
+            auth: None,
         }
     }
 }

@@ -6,7 +6,7 @@ use axum::{
     Json,
     response::{IntoResponse, Response},
 };
-use http::{HeaderValue, StatusCode, header::RETRY_AFTER};
+use http::{HeaderValue, StatusCode, header::RETRY_AFTER, header::WWW_AUTHENTICATE};
 use serde_json::json;
 use vesper::{ErrorCode, ServiceError, config::PeerAddr, grpc::RETRY_AFTER_METADATA};
 
@@ -51,6 +51,23 @@ pub enum GatewayError {
     #[error("{message}")]
     Unauthenticated {
         /// What is wrong with it.
+        message: String,
+    },
+    /// The caller's token lacks the right the route needs.
+    #[error("{message}")]
+    Forbidden {
+        /// Which right is missing.
+        message: String,
+    },
+    /// A peer refused the gateway's own token (`--peer-token-file`): a
+    /// deployment mistake, not the client's.
+    #[error(
+        "{peer} refused the gateway's own token ({message}); give the gateway a peer token with the right (--peer-token-file, VESPER_PEER_TOKEN)"
+    )]
+    PeerRefusedToken {
+        /// Which service.
+        peer: &'static str,
+        /// The peer's words (they name the right).
         message: String,
     },
     /// The client took longer than the body read timeout to send the next
@@ -106,6 +123,15 @@ impl GatewayError {
     /// Sorts a failed gRPC call to `peer`: unreachable, or an answer.
     pub fn from_peer(peer: &'static str, addr: &PeerAddr, status: tonic::Status) -> Self {
         // A status the transport made (no server answered) carries its cause.
+        if matches!(
+            status.code(),
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+        ) {
+            return Self::PeerRefusedToken {
+                peer,
+                message: status.message().to_owned(),
+            };
+        }
         if status.code() == tonic::Code::Unavailable && std::error::Error::source(&status).is_some()
         {
             return Self::PeerUnreachable {
@@ -144,6 +170,8 @@ impl ServiceError for GatewayError {
             }
             Self::UnsupportedMediaType { .. } => ErrorCode::UnsupportedMediaType,
             Self::Unauthenticated { .. } | Self::CrossSite { .. } => ErrorCode::Unauthenticated,
+            Self::Forbidden { .. } => ErrorCode::PermissionDenied,
+            Self::PeerRefusedToken { .. } => ErrorCode::Internal,
             Self::BodyTimeout { .. } => ErrorCode::DeadlineExceeded,
             Self::Overloaded { .. } | Self::PeerUnreachable { .. } => ErrorCode::Unavailable,
             Self::Peer { status } => ErrorCode::from_grpc(status.code()),
@@ -172,6 +200,13 @@ impl IntoResponse for GatewayError {
             _ => code.http(),
         };
         let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 9110: a 401 names the scheme that would get through.
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static(vesper::auth::CHALLENGE),
+            );
+        }
         if let Some(seconds) = self.retry_after()
             && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
         {

@@ -6,9 +6,12 @@
 //!
 //! Every route is bounded (docs/limits.md): header and body timeouts, a
 //! connection cap, an in-flight cap answered with 503 and `Retry-After`,
-//! and cross-site browser requests refused. The webhook's contract and
+//! and cross-site browser requests refused. With a tokens file, the REST
+//! and control routes need a bearer token with their right and the webhook
+//! a token with `events:write` or a valid signature (docs/security.md). The webhook's contract and
 //! statuses are in docs/ingest.md, the REST API in docs/rest-api.md.
 
+mod auth;
 mod config;
 mod error;
 mod guard;
@@ -108,10 +111,11 @@ pub fn router(config: GatewayConfig) -> Router {
     let body_read_timeout = config.body_read_timeout;
     let in_flight = guard::InFlight::new(config.max_in_flight_requests);
     let allowed_origins: Arc<[AllowedOrigin]> = config.allowed_origins.clone().into();
+    let tokens = config.auth.clone();
     let state = AppState::new(config);
     let routes = Router::new()
         .route("/health", get(health::health))
-        .merge(rest::routes())
+        .merge(rest::routes(tokens))
         .merge(webhook::routes())
         .route_layer(axum::middleware::from_fn(observe::record_http_metrics))
         .with_state(state)

@@ -33,6 +33,7 @@ pub(crate) fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
         http.route = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
         request_id,
+        enduser.id = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
         otel.status_description = tracing::field::Empty,
     );

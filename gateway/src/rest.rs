@@ -14,8 +14,11 @@ use axum::{
     extract::{Path, RawQuery, State, rejection::PathRejection},
     routing::{get, post},
 };
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 use vesper::{
+    auth::{Right, TokenTable},
     v1::{
         GenerateEventsRequest, ListContentRequest, ListUsersRequest, Source, StartGeneratorRequest,
         StopGeneratorRequest,
@@ -23,20 +26,52 @@ use vesper::{
     wire::{WireEnum, content_json, upstream_event_json, user_json},
 };
 
-use crate::{AppState, GatewayError};
+use crate::{
+    AppState, GatewayError,
+    auth::{Needs, require_right},
+};
 
 /// The peer every route here calls.
 const PEER: &str = "datasource";
 
-/// The REST routes.
-pub(crate) fn routes() -> Router<AppState> {
+/// The REST routes, each behind the right it needs (when auth is on):
+/// reads of the upstream's data need `source:read`, the generator's
+/// switches `generator:control`.
+pub(crate) fn routes(tokens: Option<Arc<TokenTable>>) -> Router<AppState> {
+    let needs = |right| {
+        axum::middleware::from_fn_with_state(
+            Needs {
+                tokens: tokens.clone(),
+                right,
+            },
+            require_right,
+        )
+    };
     Router::new()
-        .route("/api/users", get(list_users))
-        .route("/api/content", get(list_content))
-        .route("/api/events", get(list_events))
-        .route("/api/events/source/{source}", get(events_by_source))
-        .route("/start-generator", post(start_generator))
-        .route("/stop-generator", post(stop_generator))
+        .route(
+            "/api/users",
+            get(list_users).route_layer(needs(Right::SourceRead)),
+        )
+        .route(
+            "/api/content",
+            get(list_content).route_layer(needs(Right::SourceRead)),
+        )
+        .route(
+            "/api/events",
+            get(list_events).route_layer(needs(Right::SourceRead)),
+        )
+        .route(
+            "/api/events/source/{source}",
+            get(events_by_source).route_layer(needs(Right::SourceRead)),
+        )
+        .route(
+            "/start-generator",
+            post(start_generator).route_layer(needs(Right::GeneratorControl)),
+        )
+        .route(
+            "/stop-generator",
+            post(stop_generator).route_layer(needs(Right::GeneratorControl)),
+        )
 }
 
 /// `GET /api/users?offset=O&limit=L`: one page of users.

@@ -1,6 +1,6 @@
 //! `POST /webhook/events`: the old webhook handler's contract, made
 //! durable. The body `{"events":[...]}` is read within the body limit,
-//! optionally checked against its signature, decoded and validated
+//! checked against its signature or bearer token when those are on, decoded and validated
 //! (`vesper::wire`), and handed to EventIngest; the 200 comes only after
 //! ingest has the events fsynced in its write-ahead log.
 //!
@@ -8,8 +8,8 @@
 //! | --- | --- |
 //! | 200 `{"status":"success","accepted","filtered","duplicates"}` | the events are durable (or were signups / duplicates) |
 //! | 400 `{"error":"Invalid payload","details":[...]}` | malformed JSON (with line and column) or any invalid event; nothing of the batch is stored |
-//! | 401 `{"error":...}` | signing is on and the signature is missing, malformed, wrong or stale |
-//! | 403 `{"error":...}` | a browser posts from another site whose origin is not allowed |
+//! | 401 `{"error":...}` | signing is on and the signature is missing, malformed, wrong or stale; or auth is on and the request is neither signed nor carries a known bearer token |
+//! | 403 `{"error":...}` | a browser posts from another site whose origin is not allowed; or auth is on and the token lacks `events:write` |
 //! | 408 `{"error":...}` | the body stalled for longer than the body read timeout |
 //! | 413 `{"error":...}` | the body is over the byte limit, or holds more events than one request may |
 //! | 415 `{"error":...}` | an explicit content type that is not JSON |
@@ -23,7 +23,9 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{Value, json};
 use vesper::{v1::IngestRequest, wire::WebhookRefusal};
 
-use crate::{AppState, GatewayConfig, GatewayError};
+use vesper::{auth::Right, signature::SIGNATURE_HEADER};
+
+use crate::{AppState, GatewayConfig, GatewayError, auth};
 
 /// Where the webhook is served.
 pub(crate) const WEBHOOK_PATH: &str = "/webhook/events";
@@ -45,9 +47,36 @@ async fn receive(
     if let Some(content_type) = unsupported_content_type(&headers) {
         return Err(GatewayError::UnsupportedMediaType { content_type });
     }
-    let raw = read_body(body, &headers, state.config()).await?;
+    let config = state.config();
+    // With auth on, a signed request is authenticated by its signature
+    // (senders of the old system cannot send tokens); any other needs a
+    // token with events:write, checked before the body is read.
+    let signing = config
+        .webhook_signing
+        .as_ref()
+        .filter(|_| config.auth.is_none() || headers.contains_key(SIGNATURE_HEADER));
+    if let Some(tokens) = &config.auth
+        && signing.is_none()
+    {
+        tokens
+            .authorize(&headers, Right::EventsWrite)
+            .map_err(|refusal| {
+                let refused = auth::refused(&refusal, "POST /webhook/events", Right::EventsWrite);
+                match refused {
+                    GatewayError::Unauthenticated { message }
+                        if config.webhook_signing.is_some() =>
+                    {
+                        GatewayError::Unauthenticated {
+                            message: format!("{message} (or sign it: X-Vesper-Signature)"),
+                        }
+                    }
+                    other => other,
+                }
+            })?;
+    }
+    let raw = read_body(body, &headers, config).await?;
     tracing::Span::current().record("bytes", raw.len());
-    if let Some(signing) = &state.config().webhook_signing {
+    if let Some(signing) = signing {
         signature::verify(signing, &headers, &raw, std::time::SystemTime::now())?;
     }
     let events = vesper::wire::decode_webhook_body(&raw, state.config().max_request_events)

@@ -688,3 +688,145 @@ fn the_tls_override_is_valid_and_turns_tls_on_everywhere() {
     }
     assert_eq!(checked, 6, "the vesper services of the stack");
 }
+
+/// The secured stack (docker-compose.secure.yml over docker-compose.yml,
+/// with the tokens scripts/make-compose-secrets issues): every vesper
+/// server reads a tokens file, every variable the override sets is one its
+/// command reads, and every hop's token has the rights that hop needs at
+/// its peer and no right it does not.
+#[test]
+fn the_secure_override_gives_every_hop_its_own_least_token() {
+    use vesper::auth::{Right, Right::*, Token, TokenTable};
+
+    let root = workspace_root();
+    let project = tempfile::tempdir().expect("project dir");
+    let secrets = project.path().join("secrets");
+    let made = Command::new(root.join("scripts/make-compose-secrets"))
+        .arg(&secrets)
+        .env("VESPER", vesper_bin())
+        .output()
+        .expect("cannot run scripts/make-compose-secrets");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let rendered = Command::new(docker_compose())
+        .arg("-f")
+        .arg(root.join("docker-compose.yml"))
+        .arg("-f")
+        .arg(root.join("docker-compose.secure.yml"))
+        .arg("--env-file")
+        .arg(root.join(".env.example"))
+        .arg("--project-directory")
+        .arg(project.path())
+        .args(["config", "--format", "json"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .output()
+        .expect("cannot run docker compose");
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let config: serde_json::Value = serde_json::from_slice(&rendered.stdout).expect("json");
+
+    for service in [
+        "storage",
+        "datasource",
+        "ingest",
+        "gateway",
+        "batch",
+        "batch-job",
+    ] {
+        let spec = &config["services"][service];
+        let command: Vec<&str> = spec["command"]
+            .as_array()
+            .expect("command")
+            .iter()
+            .filter_map(|word| word.as_str())
+            .filter(|word| !word.starts_with('-'))
+            .collect();
+        let help = Command::new(vesper_bin())
+            .args(&command)
+            .arg("--help")
+            .output()
+            .expect("vesper --help");
+        // Short help wraps `[env: NAME=]` across lines.
+        let help = String::from_utf8_lossy(&help.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mounted: Vec<&str> = spec["secrets"]
+            .as_array()
+            .expect("secrets")
+            .iter()
+            .filter_map(|secret| secret["source"].as_str())
+            .collect();
+        let environment = spec["environment"].as_object().expect("environment");
+        if service != "batch-job" {
+            assert!(
+                environment.contains_key("VESPER_AUTH_TOKENS"),
+                "{service} serves without access control"
+            );
+        }
+        for (name, value) in environment {
+            let Some(secret) = value
+                .as_str()
+                .and_then(|value| value.strip_prefix("/run/secrets/"))
+            else {
+                continue;
+            };
+            assert!(
+                help.contains(&format!("[env: {name}")),
+                "{service}: `vesper {}` does not read {name}",
+                command.join(" ")
+            );
+            assert!(
+                mounted.contains(&secret),
+                "{service}: {name} names the secret {secret}, which is not mounted"
+            );
+        }
+    }
+
+    let token =
+        |name: &str| Token::from_file(&secrets.join(format!("{name}.token"))).expect("token file");
+    let tokens = |name: &str| {
+        TokenTable::load(&secrets.join(format!("{name}.tokens"))).expect("tokens file")
+    };
+    let hops: [(&str, &str, &[Right]); 6] = [
+        ("ingest", "storage", &[LakeWrite]),
+        ("batch", "storage", &[LakeRead, LakeWrite]),
+        ("gateway", "ingest", &[EventsWrite, StatusRead]),
+        (
+            "gateway",
+            "datasource",
+            &[SourceRead, GeneratorControl, StatusRead],
+        ),
+        ("datasource", "gateway", &[EventsWrite]),
+        ("batch-source", "gateway", &[SourceRead]),
+    ];
+    for (holder, server, needed) in hops {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, token(holder).authorization());
+        let table = tokens(server);
+        for right in Right::ALL {
+            let allowed = table.authorize(&headers, right).is_ok();
+            assert_eq!(
+                allowed,
+                needed.contains(&right),
+                "{holder}'s token at {server}: {right}"
+            );
+        }
+    }
+    let operator = token("operator");
+    for server in ["storage", "datasource", "ingest", "gateway", "batch"] {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, operator.authorization());
+        assert!(
+            tokens(server).authenticate(&headers).is_ok(),
+            "operator at {server}"
+        );
+    }
+}

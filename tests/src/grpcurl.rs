@@ -24,6 +24,7 @@ pub struct Grpcurl {
     addr: SocketAddr,
     tls: Option<Tls>,
     connect_timeout_secs: u32,
+    headers: Vec<String>,
 }
 
 /// What grpcurl trusts and presents over TLS.
@@ -40,7 +41,15 @@ impl Grpcurl {
             addr,
             tls: None,
             connect_timeout_secs: 10,
+            headers: Vec::new(),
         }
+    }
+
+    /// The same grpcurl, sending `header` (`name: value`) on every call,
+    /// reflection included (`-H`).
+    pub fn with_header(mut self, header: &str) -> Self {
+        self.headers.push(header.to_owned());
+        self
     }
 
     /// grpcurl for the TLS server at `addr`, trusting the CA in `ca`
@@ -90,6 +99,9 @@ impl Grpcurl {
             .arg(self.connect_timeout_secs.to_string())
             .arg("-max-time")
             .arg("60");
+        for header in &self.headers {
+            command.arg("-H").arg(header);
+        }
         if let Some(data) = data {
             command.arg("-d").arg(data);
         }

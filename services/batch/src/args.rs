@@ -31,6 +31,18 @@ pub struct PipelineArgs {
         hide_env_values = true
     )]
     pub source_url: Option<String>,
+
+    /// A file holding a bearer token sent with the requests of the
+    /// pipelines that use the file's base_url or --source-url (never those
+    /// with a base_url of their own), e.g. a token with source:read when
+    /// they read vesper's gateway with access control on.
+    #[arg(long, env = "VESPER_SOURCE_TOKEN_FILE", value_name = "FILE")]
+    pub source_token_file: Option<PathBuf>,
+
+    /// A token given by the program rather than a file (`vesper up`'s own,
+    /// for its own gateway).
+    #[arg(skip)]
+    pub source_token: Option<vesper::auth::Token>,
 }
 
 impl PipelineArgs {
@@ -40,10 +52,27 @@ impl PipelineArgs {
             Some(path) => Pipelines::load(path)?,
             None => Pipelines::builtin()?,
         };
-        match &self.source_url {
-            Some(source) => pipelines.with_source_url(source),
-            None => Ok(pipelines),
-        }
+        let pipelines = match &self.source_url {
+            Some(source) => pipelines.with_source_url(source)?,
+            None => pipelines,
+        };
+        let token = match (&self.source_token, &self.source_token_file) {
+            (Some(token), _) => Some(token.clone()),
+            (None, Some(path)) => {
+                Some(
+                    vesper::auth::Token::from_file(path).map_err(|err| BatchError::Invalid {
+                        origin: "--source-token-file".into(),
+                        field: path.display().to_string(),
+                        reason: err.to_string(),
+                    })?,
+                )
+            }
+            (None, None) => None,
+        };
+        Ok(match token {
+            Some(token) => pipelines.with_source_token(&token),
+            None => pipelines,
+        })
     }
 }
 

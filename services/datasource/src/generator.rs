@@ -205,6 +205,11 @@ impl Inner {
         {
             headers.insert(vesper::signature::SIGNATURE_HEADER, signature);
         }
+        // The process's own token (events:write at the gateway), if it has
+        // one: with auth on, a signature or a token gets the push in.
+        if let Some(token) = vesper::auth::client_token() {
+            headers.insert(reqwest::header::AUTHORIZATION, token.authorization());
+        }
         let outcome = async {
             match self
                 .client

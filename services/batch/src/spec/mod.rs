@@ -394,6 +394,24 @@ impl Pipelines {
         Ok(self)
     }
 
+    /// Sends `token` as `Authorization: Bearer` with every pipeline that
+    /// has no `base_url` of its own (they fetch from the file's base_url or
+    /// `--source-url`, e.g. vesper's gateway) and no `Authorization` header
+    /// or credentials of its own. A pipeline with its own base_url never
+    /// gets it, so a vesper token cannot reach another API.
+    pub fn with_source_token(mut self, token: &vesper::auth::Token) -> Self {
+        for pipeline in self.pipelines.iter_mut().filter(|p| {
+            !p.own_base_url
+                && p.credentials.is_none()
+                && !p.headers.contains_key(reqwest::header::AUTHORIZATION)
+        }) {
+            pipeline
+                .headers
+                .insert(reqwest::header::AUTHORIZATION, token.authorization());
+        }
+        self
+    }
+
     /// The pipeline called `name`.
     pub fn get(&self, name: &str) -> Option<&Pipeline> {
         self.pipelines.iter().find(|pipeline| pipeline.name == name)

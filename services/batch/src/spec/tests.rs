@@ -564,3 +564,38 @@ fn limits_come_from_the_pipeline_then_the_file_then_the_engine() {
         RunLimits::default()
     );
 }
+
+#[test]
+fn a_source_token_goes_only_to_pipelines_of_the_source() {
+    let text = r#"
+        base_url = "http://file.test/api/"
+        [pipelines.a]
+        path = "a"
+        [pipelines.b]
+        base_url = "http://own.test/v2"
+        path = "/b"
+        [pipelines.c]
+        path = "c"
+        headers = { Authorization = "Bearer its-own" }
+    "#;
+    let token = vesper::auth::Token::generate();
+    let pipelines = Pipelines::from_toml(text, "test.toml")
+        .expect("valid")
+        .with_source_token(&token);
+    let authorization = |name: &str| {
+        pipelines
+            .get(name)
+            .expect(name)
+            .headers
+            .get(reqwest::header::AUTHORIZATION)
+            .map(|value| value.to_str().expect("ascii").to_owned())
+    };
+    assert_eq!(
+        authorization("a"),
+        Some(format!("Bearer {}", token.expose()))
+    );
+    assert_eq!(authorization("b"), None, "another API never sees the token");
+    assert_eq!(authorization("c").as_deref(), Some("Bearer its-own"));
+    let shown = format!("{:?}", pipelines.get("a").expect("a"));
+    assert!(!shown.contains(token.expose()), "{shown}");
+}
