@@ -88,19 +88,17 @@ impl IngestEngine {
     /// oldest batch comes of age, never before a pending retry.
     fn next_wake(&self, retry_at: Option<tokio::time::Instant>) -> tokio::time::Instant {
         let now = tokio::time::Instant::now();
-        let config = &self.shared.config;
+        let rules = self.shared.config.batch_rules();
         let state = self.shared.lock();
         let mut wake = now + Duration::from_secs(3600);
         if !state.pending.is_empty() {
             wake = now;
         }
         for batch in state.partitions.values() {
-            if config.batch_is_full(batch.events.len(), batch.bytes) {
+            if batch.is_full(&rules) {
                 wake = now;
-            } else if let Some(first) = batch.events.first() {
-                wake = wake.min(tokio::time::Instant::from_std(
-                    first.arrival + config.max_batch_age,
-                ));
+            } else if let Some(deadline) = batch.deadline(&rules) {
+                wake = wake.min(tokio::time::Instant::from_std(deadline));
             }
         }
         match retry_at {
@@ -263,23 +261,13 @@ impl IngestEngine {
     /// batches (by bytes or by count) always, aged ones too, every one
     /// when `forced`.
     fn cut_batches(&self, forced: bool) {
-        let config = &self.shared.config;
+        let rules = self.shared.config.batch_rules();
         let now = Instant::now();
         let mut state = self.shared.lock();
         let mut cut = Vec::new();
         for (partition, batch) in &mut state.partitions {
-            let aged = batch
-                .events
-                .first()
-                .is_some_and(|first| now.duration_since(first.arrival) >= config.max_batch_age);
-            let take_all = forced || aged;
-            while !batch.events.is_empty()
-                && (take_all || config.batch_is_full(batch.events.len(), batch.bytes))
-            {
-                let (count, bytes) =
-                    config.batch_prefix(batch.events.iter().map(|event| event.line.len()));
-                batch.bytes -= bytes;
-                cut.push((*partition, batch.events.drain(..count).collect::<Vec<_>>()));
+            for events in batch.cut(&rules, now, forced) {
+                cut.push((*partition, events));
             }
         }
         state.partitions.retain(|_, batch| !batch.events.is_empty());
