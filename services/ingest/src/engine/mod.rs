@@ -64,16 +64,15 @@ use futures::{StreamExt, stream};
 use prost_types::Timestamp;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 use vesper::{
     telemetry,
     v1::{Event, EventType, FlushResponse, StatsResponse},
 };
-use vesper_storage::{ObjectKey, ObjectStore, PutOptions};
+use vesper_storage::ObjectStore;
 
 use crate::{
     IngestConfig, IngestError,
-    batching::{self, Batched},
+    batching::{self, Batched, CallTraces, object_body, put_object},
     dedup::{DedupWindow, Seen},
     error::OversizedEvent,
     lake::{self, Partition},
@@ -162,8 +161,12 @@ impl Buffered {
 }
 
 impl Batched for Buffered {
-    fn line_len(&self) -> usize {
-        self.line.len()
+    fn line(&self) -> &[u8] {
+        &self.line
+    }
+
+    fn trace_context(&self) -> Option<&Arc<str>> {
+        self.trace_context.as_ref()
     }
 
     fn arrival(&self) -> Instant {
