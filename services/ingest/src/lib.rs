@@ -30,6 +30,7 @@ mod config;
 mod dedup;
 mod engine;
 mod error;
+pub mod fleet;
 pub mod fs;
 pub mod lake;
 mod service;
