@@ -32,6 +32,7 @@ use vesper::config::{ByteSize, ParseError, parse_duration};
 use crate::IngestError;
 
 pub mod stream;
+pub mod writer;
 
 /// `--log` when none is given: the local write-ahead log.
 pub const LOG_WAL: &str = "wal";
