@@ -1057,12 +1057,7 @@ impl Run {
             self.held_bytes = self.held_bytes.saturating_sub(held.cost);
             // A failed publish means the connection is closed for good; the
             // message is then redelivered (another copy, within the bound).
-            if self
-                .client
-                .publish(held.reply, kind.into())
-                .await
-                .is_ok()
-            {
+            if self.client.publish(held.reply, kind.into()).await.is_ok() {
                 acked += 1;
             }
         }
