@@ -31,6 +31,7 @@ mod dedup;
 mod engine;
 mod error;
 pub mod fleet;
+mod front;
 pub mod fs;
 pub mod lake;
 mod service;
@@ -43,6 +44,7 @@ pub use config::{
     DEFAULT_MAX_REQUEST_EVENTS, DEFAULT_MAX_WAL_BYTES, DEFAULT_RETRY_MAX, DEFAULT_SEGMENT_BYTES,
     IngestArgs, IngestConfig, IngestEngineArgs,
 };
-pub use engine::{DEAD_LETTER_DIR, FlushOutcome, IngestEngine, IngestOutcome, dead_letter_name};
+pub use engine::{DEAD_LETTER_DIR, FlushOutcome, IngestOutcome, dead_letter_name};
 pub use error::{IngestError, OversizedEvent};
+pub use front::IngestEngine;
 pub use service::{IngestService, MAX_INGEST_MESSAGE, serve, serve_engine};

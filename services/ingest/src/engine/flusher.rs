@@ -4,7 +4,7 @@
 
 use super::*;
 
-impl IngestEngine {
+impl WalEngine {
     /// The flusher task. It logs through its own `jobs` sender, so the
     /// final flush of a shutdown still can after calls were cut off; the
     /// log writer ends when this task does.

@@ -31,6 +31,7 @@ use vesper::config::{ByteSize, ParseError, parse_duration};
 
 use crate::IngestError;
 
+pub mod publish;
 pub mod stream;
 pub mod writer;
 
@@ -40,6 +41,8 @@ pub const LOG_WAL: &str = "wal";
 pub const DEFAULT_STREAM: &str = "VESPER_EVENTS";
 /// Default subject prefix: events go to `vesper.events.<unix hour>`.
 pub const DEFAULT_SUBJECT_PREFIX: &str = "vesper.events";
+/// Default name of the lake writers' shared durable consumer.
+pub const DEFAULT_CONSUMER: &str = "vesper-lake-writers";
 /// Default replicas of the stream: a 3-node cluster keeps taking events
 /// with one node down.
 pub const DEFAULT_STREAM_REPLICAS: usize = 3;
@@ -229,6 +232,17 @@ pub struct LogArgs {
     )]
     pub subject_prefix: String,
 
+    /// The lake writers' shared durable consumer (ingest reads its lag for
+    /// Stats; the writers create and check it).
+    #[arg(
+        long,
+        env = "VESPER_CONSUMER",
+        default_value = DEFAULT_CONSUMER,
+        value_parser = parse_stream_name,
+        value_name = "NAME"
+    )]
+    pub consumer: String,
+
     /// Copies of every message in the cluster (1 for a single NATS server;
     /// 3 keeps taking events with one server down).
     #[arg(
@@ -320,6 +334,7 @@ impl Default for LogArgs {
             log: LogTarget::Wal,
             stream: DEFAULT_STREAM.to_owned(),
             subject_prefix: DEFAULT_SUBJECT_PREFIX.to_owned(),
+            consumer: DEFAULT_CONSUMER.to_owned(),
             stream_replicas: DEFAULT_STREAM_REPLICAS,
             stream_max_bytes: DEFAULT_STREAM_MAX_BYTES,
             duplicate_window: DEFAULT_DUPLICATE_WINDOW,
@@ -348,6 +363,7 @@ impl LogArgs {
                 max_bytes: self.stream_max_bytes.bytes(),
                 duplicate_window: self.duplicate_window,
             },
+            consumer: self.consumer.clone(),
             auth: LogAuth {
                 ca: self.log_ca.clone(),
                 creds: self.log_creds.clone(),
@@ -431,6 +447,8 @@ pub struct FleetConfig {
     pub servers: Vec<NatsUrl>,
     /// The stream.
     pub stream: StreamSettings,
+    /// The lake writers' durable consumer.
+    pub consumer: String,
     /// TLS and credentials.
     pub auth: LogAuth,
     /// Bound of one connection attempt.
@@ -602,7 +620,7 @@ fn parse_replicas(text: &str) -> Result<usize, ParseError> {
     }
 }
 
-fn parse_positive_duration(text: &str) -> Result<Duration, ParseError> {
+pub(crate) fn parse_positive_duration(text: &str) -> Result<Duration, ParseError> {
     let duration = parse_duration(text)?;
     if duration.is_zero() {
         return Err(ParseError::new(format!(
