@@ -201,12 +201,9 @@ async fn batches_are_cut_per_hour_and_named_by_their_stream_sequences() {
     let writer = fleet.writer(
         &storage.addr.to_string(),
         &[
-            "--batch-size",
-            "5",
-            "--max-batch-age",
-            "1m",
-            "--ack-wait",
-            "2m",
+            ("--batch-size", "5"),
+            ("--max-batch-age", "1m"),
+            ("--ack-wait", "2m"),
         ],
     );
     eventually("the stream to be written and acked", WAIT, async || {
@@ -317,12 +314,9 @@ async fn a_batch_redelivered_after_its_writer_died_overwrites_the_same_object() 
     let storage = kit::spawn_storage_with(Arc::new(store)).await;
     let ids = fleet.publish_many("redelivered", 5, 1).await;
     let batch = [
-        "--batch-size",
-        "5",
-        "--max-batch-age",
-        "5s",
-        "--ack-wait",
-        "8s",
+        ("--batch-size", "5"),
+        ("--max-batch-age", "5s"),
+        ("--ack-wait", "8s"),
     ];
 
     // The first writer writes the object, never hears it was written, and

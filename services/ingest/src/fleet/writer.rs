@@ -539,9 +539,8 @@ impl ConsumerState {
     }
 
     fn record_gauges(&self) {
-        metrics::gauge!("vesper_ingest_writer_consumer_pending_messages").set(self.pending as f64);
-        metrics::gauge!("vesper_ingest_writer_consumer_ack_pending_messages")
-            .set(self.ack_pending as f64);
+        metrics::gauge!("vesper_ingest_consumer_pending").set(self.pending as f64);
+        metrics::gauge!("vesper_ingest_consumer_ack_pending").set(self.ack_pending as f64);
     }
 }
 
