@@ -499,3 +499,84 @@ async fn while_storage_is_down_nothing_is_acked_and_everything_lands_once_it_is_
         "{in_lake:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_in_fleet_mode_writes_the_webhook_events_through_its_embedded_writer() {
+    let fleet = Fleet::start().await;
+    let dir = tempfile::tempdir().expect("a work dir");
+    let lake = dir.path().join("lake");
+    let wal = dir.path().join("wal");
+    let urls = fleet.cluster.urls();
+    let (lake_arg, wal_arg) = (lake.to_string_lossy(), wal.to_string_lossy());
+    let mut up = VesperProcess::start(
+        &[
+            "up",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--lake",
+            &lake_arg,
+            "--wal-dir",
+            &wal_arg,
+            "--log",
+            &urls,
+            "--max-batch-age",
+            "300ms",
+            "--no-sample-data",
+            "--no-pipelines",
+        ],
+        &[],
+    );
+    let now = OffsetDateTime::now_utc().format(&Rfc3339).expect("now");
+    let ids: Vec<String> = (0..20).map(|n| event_id("up", n)).collect();
+    let events: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            json!({
+                "event_id": id,
+                "user_id": "user_7",
+                "event_type": "click",
+                "source": "web",
+                "timestamp": now,
+                "properties": {},
+            })
+        })
+        .collect();
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/webhook/events", up.http_addr()))
+        .json(&json!({ "events": events }))
+        .send()
+        .await
+        .expect("webhook call");
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    eventually(
+        "the events in the lake, written by the embedded writer",
+        WAIT,
+        async || {
+            let in_lake = lake_event_ids(&lake);
+            ids.iter().all(|id| in_lake.contains_key(id))
+        },
+    )
+    .await;
+    assert!(
+        lake_records(&lake, "events")
+            .keys()
+            .all(|key| key.ends_with(&format!("-{}.ndjson", fleet::DEFAULT_STREAM))),
+        "objects not named by stream sequences: {:?}",
+        lake_records(&lake, "events").keys().collect::<Vec<_>>()
+    );
+    up.signal("TERM");
+    let status = up.wait_exit(Duration::from_secs(60)).expect("up stops");
+    assert!(status.success(), "{status:?}:\n{}", up.log());
+    assert_eq!(
+        fleet.stream_messages().await,
+        0,
+        "everything written was acked"
+    );
+    let in_lake = lake_event_ids(&lake);
+    assert!(
+        ids.iter().all(|id| in_lake.get(id) == Some(&1)),
+        "{in_lake:?}"
+    );
+}
