@@ -184,7 +184,14 @@ impl Platform {
                 .check_fits(what, bytes)
                 .map_err(anyhow::Error::msg)?;
         }
-        let ingest = IngestEngine::start_with(&args.ingest, through_storage())
+        // In fleet mode the store only takes what a local write-ahead log
+        // left behind, before the gRPC port below serves: write it to the
+        // lake directly, not through the Storage service that is not up yet.
+        let ingest_store = match args.ingest.log.fleet() {
+            Some(_) => Arc::clone(&store),
+            None => through_storage(),
+        };
+        let ingest = IngestEngine::start_with(&args.ingest, ingest_store)
             .await
             .with_context(|| crate::ingest::describe_log(&args.ingest))?;
         // Fleet mode (`--log nats://...`): this member publishes to the
