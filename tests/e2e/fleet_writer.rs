@@ -699,3 +699,66 @@ async fn a_stopped_writer_writes_and_acks_its_open_batches_before_it_exits() {
     );
     assert_eq!(lake_records(lake.path(), "events").len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_node_killed_while_writers_work_loses_nothing() {
+    let mut fleet = Fleet::start().await;
+    let lake = tempfile::tempdir().expect("a lake");
+    let storage = kit::spawn_storage(lake.path()).await;
+    let storage_addr = storage.addr.to_string();
+    let writers = [
+        fleet.writer(&storage_addr, &[("--batch-size", "25")]),
+        fleet.writer(&storage_addr, &[("--batch-size", "25")]),
+    ];
+    let mut ids = fleet.publish_many("before", 100, 2).await;
+    fleet.cluster.kill(0);
+    // Publishes go on through the two nodes left (a publish that meets a
+    // leader election is sent again with the same id: stored once).
+    for n in 0..100 {
+        let id = event_id("during", n);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let mut headers = HeaderMap::new();
+            headers.insert(fleet::MSG_ID_HEADER, id.as_str());
+            let stored = async {
+                fleet
+                    .context
+                    .publish_with_headers(
+                        fleet.config.stream.subject_for_hour(HOUR),
+                        headers,
+                        Bytes::from(line(&id, HOUR)),
+                    )
+                    .await
+                    .ok()?
+                    .await
+                    .ok()
+            }
+            .await;
+            if stored.is_some() {
+                break;
+            }
+            assert!(tries < 100, "the cluster took no publish of {id}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ids.push(id);
+    }
+    fleet.cluster.restart(0);
+    eventually(
+        "every message to be written and acked",
+        Duration::from_secs(120),
+        async || fleet.stream_messages().await == 0,
+    )
+    .await;
+    drop(writers);
+    let in_lake = lake_event_ids(lake.path());
+    let missing: Vec<&String> = ids.iter().filter(|id| !in_lake.contains_key(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} events lost, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    // One failure (the node): at most one more copy of an event.
+    assert!(in_lake.values().all(|copies| *copies <= 2), "{in_lake:?}");
+}
