@@ -169,6 +169,21 @@ pub enum IngestError {
         /// Messages still in the stream at the end.
         remaining: u64,
     },
+    /// Fleet mode: the lake writers' durable consumer exists with settings
+    /// that break the writer's guarantees (or contradict its flags); it is
+    /// not changed behind the other writers' backs.
+    #[error(
+        "consumer {consumer} of stream {stream} has settings the lake writer cannot work with: {}; start with flags that match it, or change or delete the consumer",
+        mismatches.join("; ")
+    )]
+    ConsumerMismatch {
+        /// The stream.
+        stream: String,
+        /// The durable consumer.
+        consumer: String,
+        /// Every problem, naming the setting and the flag behind it.
+        mismatches: Vec<String>,
+    },
 }
 
 impl IngestError {
@@ -266,6 +281,15 @@ impl IngestError {
                 target: *target,
                 remaining: *remaining,
             },
+            Self::ConsumerMismatch {
+                stream,
+                consumer,
+                mismatches,
+            } => Self::ConsumerMismatch {
+                stream: stream.clone(),
+                consumer: consumer.clone(),
+                mismatches: mismatches.clone(),
+            },
             Self::Io { .. } | Self::Serve { .. } | Self::EngineStopped => Self::Storage {
                 message: self.to_string(),
                 permanent: false,
@@ -293,6 +317,7 @@ impl IngestError {
             | Self::Unplaceable { .. }
             | Self::Config { .. }
             | Self::StreamMismatch { .. }
+            | Self::ConsumerMismatch { .. }
             | Self::FlushTimeout { .. } => None,
         }
     }
@@ -309,7 +334,9 @@ impl ServiceError for IngestError {
             | Self::StreamFull { .. }
             | Self::PartiallyStored { .. } => ErrorCode::Unavailable,
             Self::FlushTimeout { .. } => ErrorCode::DeadlineExceeded,
-            Self::StreamMismatch { .. } => ErrorCode::FailedPrecondition,
+            Self::StreamMismatch { .. } | Self::ConsumerMismatch { .. } => {
+                ErrorCode::FailedPrecondition
+            }
             Self::EventsTooLarge { .. } | Self::Unplaceable { .. } => ErrorCode::InvalidArgument,
             Self::TooManyEvents { .. } => ErrorCode::ResourceExhausted,
             Self::Config { .. } | Self::Io { .. } | Self::Serve { .. } | Self::EngineStopped => {

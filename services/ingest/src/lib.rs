@@ -31,6 +31,7 @@
 //! stream (stored on a quorum of its replicas); docs/fleet.md says what
 //! that does and does not promise.
 
+mod batching;
 mod config;
 mod dedup;
 mod engine;
@@ -42,8 +43,9 @@ pub mod lake;
 mod service;
 mod wal;
 
+pub use batching::BatchRules;
 pub use config::{
-    DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE, DEFAULT_DEDUP_TTL, DEFAULT_DEDUP_WINDOW,
+    BatchArgs, DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE, DEFAULT_DEDUP_TTL, DEFAULT_DEDUP_WINDOW,
     DEFAULT_MAX_BATCH_AGE, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_REQUEST_EVENTS, DEFAULT_MAX_WAL_BYTES, DEFAULT_RETRY_MAX, DEFAULT_SEGMENT_BYTES,
     IngestArgs, IngestConfig, IngestEngineArgs,

@@ -65,15 +65,15 @@ use futures::{StreamExt, stream};
 use prost_types::Timestamp;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 use vesper::{
     telemetry,
     v1::{Event, EventType, FlushResponse, StatsResponse},
 };
-use vesper_storage::{ObjectKey, ObjectStore, PutOptions};
+use vesper_storage::ObjectStore;
 
 use crate::{
     IngestConfig, IngestError,
+    batching::{self, Batched, CallTraces, object_body, put_object},
     dedup::{DedupWindow, Seen},
     error::OversizedEvent,
     lake::{self, Partition},
@@ -161,13 +161,22 @@ impl Buffered {
     }
 }
 
-/// The events of one partition waiting to be cut into an object.
-#[derive(Debug, Default)]
-struct Batch {
-    events: Vec<Buffered>,
-    /// NDJSON bytes of the events, newlines included.
-    bytes: u64,
+impl Batched for Buffered {
+    fn line(&self) -> &[u8] {
+        &self.line
+    }
+
+    fn trace_context(&self) -> Option<&Arc<str>> {
+        self.trace_context.as_ref()
+    }
+
+    fn arrival(&self) -> Instant {
+        self.arrival
+    }
 }
+
+/// The events of one partition waiting to be cut into an object.
+type Batch = batching::Batch<Buffered>;
 
 /// A cut batch: logged as an intent (or about to be), written to the lake
 /// under `key`.
@@ -841,10 +850,11 @@ fn buffer_event(
 ) -> bool {
     state.in_memory.insert(event.seq);
     state.memory_bytes += event.cost();
-    let batch = state.partitions.entry(partition).or_default();
-    batch.bytes += event.line.len() as u64 + 1;
-    batch.events.push(event);
-    batch.events.len() == 1 || config.batch_is_full(batch.events.len(), batch.bytes)
+    state
+        .partitions
+        .entry(partition)
+        .or_default()
+        .push(event, &config.batch_rules())
 }
 
 fn unix_millis(time: SystemTime) -> i64 {

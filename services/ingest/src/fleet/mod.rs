@@ -33,6 +33,7 @@ use crate::IngestError;
 
 pub mod publish;
 pub mod stream;
+pub mod writer;
 
 /// `--log` when none is given: the local write-ahead log.
 pub const LOG_WAL: &str = "wal";
