@@ -7,7 +7,9 @@ use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
 use clap::Args;
 use vesper::{
     Shutdown,
+    auth::PeerTokenArgs,
     config::{announce_listening, bind},
+    tls::{ServerTls, TlsArgs, TlsListener},
 };
 use vesper_ingest::{
     BatchArgs,
@@ -69,6 +71,15 @@ pub(crate) struct LakeWriterCommand {
 
     #[command(flatten, next_help_heading = "Batches")]
     batch: BatchArgs,
+
+    // /health and /metrics over TLS, and storage reached at an https://
+    // address.
+    #[command(flatten, next_help_heading = "TLS")]
+    tls: TlsArgs,
+
+    // The writer's own token for Storage (it needs `lake:write`).
+    #[command(flatten, next_help_heading = "Access control")]
+    peer_token: PeerTokenArgs,
 }
 
 impl LakeWriterCommand {
@@ -77,6 +88,8 @@ impl LakeWriterCommand {
         let fleet = self.log.fleet().context(
             "vesper lake-writer needs --log nats://HOST:PORT[,...]: the NATS JetStream cluster of the fleet (with --log wal, ingest writes the lake itself)",
         )?;
+        self.tls.install()?;
+        self.peer_token.install()?;
         let max_object_size = DEFAULT_MAX_OBJECT_SIZE.bytes();
         let store = Arc::new(self.storage.connect_lazy(max_object_size));
         let writer =
@@ -84,11 +97,18 @@ impl LakeWriterCommand {
         let listener = bind(self.http_addr).await?;
         let addr = listener.local_addr()?;
         let router = router(writer.clone());
-        let server = tokio::spawn(
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown.signalled())
-                .into_future(),
-        );
+        let server = match ServerTls::current() {
+            Some(tls) => tokio::spawn(
+                axum::serve(TlsListener::new(tls, listener)?, router)
+                    .with_graceful_shutdown(shutdown.signalled())
+                    .into_future(),
+            ),
+            None => tokio::spawn(
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown.signalled())
+                    .into_future(),
+            ),
+        };
         tracing::info!(
             storage = %self.storage.storage_addr,
             log = %self.log.log,
