@@ -76,21 +76,33 @@ impl Fleet {
     /// [`Fleet::publish`] with the trace context of the call that took the
     /// event in.
     async fn publish_traced(&self, id: &str, hour: i64, traceparent: &str) -> u64 {
-        let mut headers = HeaderMap::new();
-        headers.insert(fleet::MSG_ID_HEADER, id);
-        headers.insert(fleet::TRACEPARENT_HEADER, traceparent);
-        let ack = self
-            .context
-            .publish_with_headers(
-                self.config.stream.subject_for_hour(hour),
-                headers,
-                Bytes::from(line(id, hour)),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("stored by the stream");
-        ack.sequence
+        // As an ingest replica does, a publish whose ack does not come (a
+        // busy machine, a leader still settling) is sent again with the
+        // same id: the stream stores it once.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let mut headers = HeaderMap::new();
+            headers.insert(fleet::MSG_ID_HEADER, id);
+            headers.insert(fleet::TRACEPARENT_HEADER, traceparent);
+            let stored = async {
+                self.context
+                    .publish_with_headers(
+                        self.config.stream.subject_for_hour(hour),
+                        headers,
+                        Bytes::from(line(id, hour)),
+                    )
+                    .await?
+                    .await
+            }
+            .await;
+            match stored {
+                Ok(ack) => return ack.sequence,
+                Err(error) => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "event {id} not stored within {WAIT:?}: {error}"
+                ),
+            }
+        }
     }
 
     /// Publishes `count` events spread over `hours` hours; returns their ids.
