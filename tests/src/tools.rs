@@ -59,6 +59,11 @@ pub fn docker_compose() -> PathBuf {
 /// normalizes it (`docker compose config --format json`), interpolated
 /// with .env.example alone: the caller's environment cannot change it.
 pub fn compose_config() -> serde_json::Value {
+    compose_config_with_profiles(&[])
+}
+
+/// [`compose_config`] with these profiles active (`"*"`: every profile).
+pub fn compose_config_with_profiles(profiles: &[&str]) -> serde_json::Value {
     let root = workspace_root();
     let mut command = std::process::Command::new(docker_compose());
     command
@@ -67,7 +72,11 @@ pub fn compose_config() -> serde_json::Value {
         .arg("--env-file")
         .arg(root.join(".env.example"))
         .arg("--project-directory")
-        .arg(&root)
+        .arg(&root);
+    for profile in profiles {
+        command.args(["--profile", profile]);
+    }
+    command
         .args(["config", "--format", "json"])
         .env_clear();
     for kept in ["PATH", "HOME"] {
