@@ -565,12 +565,10 @@ fn the_compose_file_passes_every_check() {
     });
     assert_eq!(verdict.code, Some(0), "{}", verdict.output);
     assert!(
-        verdict
-            .output
-            .contains(
-                "docker-compose.yml is valid; 7 vesper services checked against the binary, \
+        verdict.output.contains(
+            "docker-compose.yml is valid; 7 vesper services checked against the binary, \
                  and 6 more in profiles"
-            ),
+        ),
         "{}",
         verdict.output
     );

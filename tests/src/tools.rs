@@ -76,9 +76,7 @@ pub fn compose_config_with_profiles(profiles: &[&str]) -> serde_json::Value {
     for profile in profiles {
         command.args(["--profile", profile]);
     }
-    command
-        .args(["config", "--format", "json"])
-        .env_clear();
+    command.args(["config", "--format", "json"]).env_clear();
     for kept in ["PATH", "HOME"] {
         if let Some(value) = std::env::var_os(kept) {
             command.env(kept, value);
