@@ -51,8 +51,8 @@ impl IngestCommand {
         tracing::info!(
             storage = %self.args.storage.storage_addr,
             wal_dir = %self.args.engine.wal_dir.display(),
-            batch_size = self.args.engine.batch_size,
-            max_batch_age = ?self.args.engine.max_batch_age,
+            batch_size = self.args.engine.batch.batch_size,
+            max_batch_age = ?self.args.engine.batch.max_batch_age,
             max_wal_bytes = %self.args.engine.max_wal_bytes,
             "ingest ready"
         );

@@ -9,6 +9,7 @@ mod demo;
 mod gateway;
 mod healthcheck;
 mod ingest;
+mod lake_writer;
 mod platform;
 mod progress;
 mod sample_data;
@@ -65,6 +66,10 @@ enum Command {
     /// Take events in (vesper.v1.EventIngest): validate, drop signups and
     /// duplicates, log durably, batch to the lake.
     Ingest(ingest::IngestCommand),
+    /// Fleet mode: write the NATS JetStream event stream to the lake (one
+    /// shared consumer, any number of writers), apart from the ingest replicas.
+    #[command(long_about = lake_writer::LONG_ABOUT)]
+    LakeWriter(lake_writer::LakeWriterCommand),
     /// Serve the HTTP front: the old REST API and the webhook, translated to gRPC.
     Gateway(gateway::GatewayCommand),
     /// Run batch pipelines: pull paged REST APIs into lake snapshots (run, list, serve).
@@ -86,6 +91,7 @@ impl Command {
             Self::Storage(_) => "vesper-storage",
             Self::Datasource(_) => "vesper-datasource",
             Self::Ingest(_) => "vesper-ingest",
+            Self::LakeWriter(_) => "vesper-lake-writer",
             Self::Gateway(_) => "vesper-gateway",
             Self::Batch(_) => "vesper-batch",
             Self::SampleData(_) => "vesper-sample-data",
@@ -101,6 +107,7 @@ impl Command {
             Self::Storage(command) => command.run().await,
             Self::Datasource(command) => command.run().await,
             Self::Ingest(command) => command.run().await,
+            Self::LakeWriter(command) => command.run().await,
             Self::Gateway(command) => command.run().await,
             Self::Batch(command) => command.run().await,
             Self::SampleData(command) => command.run().await,

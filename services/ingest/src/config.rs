@@ -5,7 +5,10 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use vesper::config::{ByteSize, defaults, parse_duration};
 use vesper_storage::StoragePeerArgs;
 
-use crate::fs::{StdFs, WalFs};
+use crate::{
+    batching::BatchRules,
+    fs::{StdFs, WalFs},
+};
 
 /// Default cap of events per lake object: 0, off. Objects are cut by
 /// bytes (`DEFAULT_BATCH_BYTES`) or age instead, so that they are sized for
@@ -161,35 +164,13 @@ impl IngestConfig {
         per_event.max(16 * 1024 * 1024) + vesper::grpc::MESSAGE_OVERHEAD
     }
 
-    /// Whether a batch of `events` holding `bytes` of NDJSON is due now.
-    pub(crate) fn batch_is_full(&self, events: usize, bytes: u64) -> bool {
-        let by_count = self.batch_size > 0 && events >= self.batch_size as usize;
-        by_count || bytes >= self.batch_bytes
-    }
-
-    /// The event cap of one object, when the count is on.
-    fn events_per_object(&self) -> usize {
-        match self.batch_size {
-            0 => usize::MAX,
-            size => size as usize,
+    /// The batching settings, shared with the fleet's lake writers.
+    pub fn batch_rules(&self) -> BatchRules {
+        BatchRules {
+            batch_size: self.batch_size,
+            batch_bytes: self.batch_bytes,
+            max_batch_age: self.max_batch_age,
         }
-    }
-
-    /// How many events (from the front, given by their line lengths) make
-    /// one object, and their NDJSON bytes: at most `batch_size` events and
-    /// `batch_bytes` bytes, and always at least one event.
-    pub(crate) fn batch_prefix(&self, line_lengths: impl Iterator<Item = usize>) -> (usize, u64) {
-        let mut bytes = 0;
-        let mut count = 0;
-        for length in line_lengths.take(self.events_per_object()) {
-            let size = length as u64 + 1;
-            if count > 0 && bytes + size > self.batch_bytes {
-                break;
-            }
-            bytes += size;
-            count += 1;
-        }
-        (count, bytes)
     }
 
     pub(crate) fn effective_segment_bytes(&self) -> u64 {
@@ -229,28 +210,8 @@ pub struct IngestEngineArgs {
     )]
     pub wal_dir: PathBuf,
 
-    /// Events per lake object: a partition's batch is written when it holds
-    /// this many. 0 (the default) turns the count off: objects are cut by
-    /// --batch-bytes or --max-batch-age. The old system wrote 50.
-    #[arg(
-        long,
-        env = "VESPER_BATCH_SIZE",
-        default_value_t = DEFAULT_BATCH_SIZE,
-        value_parser = clap::value_parser!(u32).range(0..=100_000),
-        value_name = "N"
-    )]
-    pub batch_size: u32,
-
-    /// A partition's batch is written when its oldest event has waited this
-    /// long, however small it is (e.g. 5s, 500ms).
-    #[arg(
-        long,
-        env = "VESPER_MAX_BATCH_AGE",
-        default_value = "5s",
-        value_parser = parse_duration,
-        value_name = "DURATION"
-    )]
-    pub max_batch_age: Duration,
+    #[command(flatten)]
+    pub batch: BatchArgs,
 
     /// The most write-ahead log kept while storage is slow or down; past it
     /// Ingest answers UNAVAILABLE (the webhook 503 with Retry-After) until
@@ -273,17 +234,6 @@ pub struct IngestEngineArgs {
         value_name = "SIZE"
     )]
     pub max_event_bytes: ByteSize,
-
-    /// A partition's batch becomes a lake object at this many bytes of
-    /// NDJSON, or earlier at --batch-size events or --max-batch-age. Must
-    /// fit the storage object-size limit.
-    #[arg(
-        long,
-        env = "VESPER_BATCH_BYTES",
-        default_value_t = DEFAULT_BATCH_BYTES,
-        value_name = "SIZE"
-    )]
-    pub batch_bytes: ByteSize,
 
     /// Accepted events held in memory while they wait for the lake; past
     /// it they wait in the write-ahead log only and are read back as
@@ -327,6 +277,46 @@ pub struct IngestEngineArgs {
         value_name = "DURATION"
     )]
     pub dedup_ttl: Duration,
+}
+
+/// How accepted events become lake objects, and how failed writes are
+/// retried: shared by `vesper ingest`, `vesper up` and the fleet's
+/// `vesper lake-writer`, so the settings mean the same in every mode.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BatchArgs {
+    /// Events per lake object: a partition's batch is written when it holds
+    /// this many. 0 (the default) turns the count off: objects are cut by
+    /// --batch-bytes or --max-batch-age. The old system wrote 50.
+    #[arg(
+        long,
+        env = "VESPER_BATCH_SIZE",
+        default_value_t = DEFAULT_BATCH_SIZE,
+        value_parser = clap::value_parser!(u32).range(0..=100_000),
+        value_name = "N"
+    )]
+    pub batch_size: u32,
+
+    /// A partition's batch is written when its oldest event has waited this
+    /// long, however small it is (e.g. 5s, 500ms).
+    #[arg(
+        long,
+        env = "VESPER_MAX_BATCH_AGE",
+        default_value = "5s",
+        value_parser = parse_duration,
+        value_name = "DURATION"
+    )]
+    pub max_batch_age: Duration,
+
+    /// A partition's batch becomes a lake object at this many bytes of
+    /// NDJSON, or earlier at --batch-size events or --max-batch-age. Must
+    /// fit the storage object-size limit.
+    #[arg(
+        long,
+        env = "VESPER_BATCH_BYTES",
+        default_value_t = DEFAULT_BATCH_BYTES,
+        value_name = "SIZE"
+    )]
+    pub batch_bytes: ByteSize,
 
     /// The longest wait between retries of a failed write to storage
     /// (retries back off exponentially, with jitter, up to this).
@@ -338,6 +328,17 @@ pub struct IngestEngineArgs {
         value_name = "DURATION"
     )]
     pub flush_retry_max: Duration,
+}
+
+impl BatchArgs {
+    /// The batching rules these options describe.
+    pub fn rules(&self) -> BatchRules {
+        BatchRules {
+            batch_size: self.batch_size,
+            batch_bytes: self.batch_bytes.bytes(),
+            max_batch_age: self.max_batch_age,
+        }
+    }
 }
 
 /// A request-events cap: 1 to 1,000,000.
@@ -352,14 +353,14 @@ impl IngestEngineArgs {
     /// The configuration these options describe.
     pub fn config(&self) -> IngestConfig {
         IngestConfig {
-            batch_size: self.batch_size,
-            max_batch_age: self.max_batch_age,
+            batch_size: self.batch.batch_size,
+            max_batch_age: self.batch.max_batch_age,
             max_wal_bytes: self.max_wal_bytes.bytes(),
             dedup_window: self.dedup_window,
             dedup_ttl: self.dedup_ttl,
-            retry_max: self.flush_retry_max,
+            retry_max: self.batch.flush_retry_max,
             max_event_bytes: self.max_event_bytes.bytes(),
-            batch_bytes: self.batch_bytes.bytes(),
+            batch_bytes: self.batch.batch_bytes.bytes(),
             max_buffered_bytes: self.max_buffered_bytes.bytes(),
             max_request_events: self.max_request_events,
             ..IngestConfig::new(&self.wal_dir)

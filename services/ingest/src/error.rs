@@ -108,6 +108,82 @@ pub enum IngestError {
     /// A background task of the engine is gone (a bug, or the engine was shut down).
     #[error("the ingest engine stopped")]
     EngineStopped,
+    /// Fleet mode: the NATS cluster cannot take or answer now (unreachable,
+    /// no quorum, no stream leader, timed out); nothing the call could not
+    /// store was acknowledged.
+    #[error("the event log (NATS JetStream) is unavailable: {message}; retry later")]
+    LogUnavailable {
+        /// What failed, naming the servers or the stream.
+        message: String,
+    },
+    /// Fleet mode: the stream holds as much as it may (`--stream-max-bytes`)
+    /// while the lake writers catch up; nothing of the call was
+    /// acknowledged.
+    #[error(
+        "stream {stream} is full (--stream-max-bytes {max_bytes}) while the lake writers catch up; retry later"
+    )]
+    StreamFull {
+        /// The stream.
+        stream: String,
+        /// Its bound.
+        max_bytes: u64,
+    },
+    /// Fleet mode: part of the call was stored before the log failed.
+    /// Retrying the whole call is safe: the stored events come back as
+    /// duplicates (JetStream drops them by id).
+    #[error(
+        "{stored} of {total} events of the call were stored before the event log failed ({cause}); retry the call: the stored ones are counted as duplicates"
+    )]
+    PartiallyStored {
+        /// Events JetStream acknowledged.
+        stored: usize,
+        /// Events the call tried to store.
+        total: usize,
+        /// Why the rest were not.
+        cause: String,
+    },
+    /// Fleet mode: the stream exists with settings other than the flags
+    /// say; it is not changed behind the other members' backs.
+    #[error(
+        "stream {stream} exists with other settings: {}; start with flags that match it, or change or delete the stream",
+        mismatches.join("; ")
+    )]
+    StreamMismatch {
+        /// The stream.
+        stream: String,
+        /// Every difference, naming the setting and its flag.
+        mismatches: Vec<String>,
+    },
+    /// Fleet mode: Flush waited its bound and the lake writers had not
+    /// taken every message up to the sequence of the call.
+    #[error(
+        "flush timed out after {waited:?} (--flush-timeout): stream {stream} still holds {remaining} message(s) up to sequence {target}; are the lake writers running?"
+    )]
+    FlushTimeout {
+        /// The stream.
+        stream: String,
+        /// How long the call waited.
+        waited: Duration,
+        /// The last sequence at the call.
+        target: u64,
+        /// Messages still in the stream at the end.
+        remaining: u64,
+    },
+    /// Fleet mode: the lake writers' durable consumer exists with settings
+    /// that break the writer's guarantees (or contradict its flags); it is
+    /// not changed behind the other writers' backs.
+    #[error(
+        "consumer {consumer} of stream {stream} has settings the lake writer cannot work with: {}; start with flags that match it, or change or delete the consumer",
+        mismatches.join("; ")
+    )]
+    ConsumerMismatch {
+        /// The stream.
+        stream: String,
+        /// The durable consumer.
+        consumer: String,
+        /// Every problem, naming the setting and the flag behind it.
+        mismatches: Vec<String>,
+    },
 }
 
 impl IngestError {
@@ -174,6 +250,46 @@ impl IngestError {
             Self::Config { message } => Self::Config {
                 message: message.clone(),
             },
+            Self::LogUnavailable { message } => Self::LogUnavailable {
+                message: message.clone(),
+            },
+            Self::StreamFull { stream, max_bytes } => Self::StreamFull {
+                stream: stream.clone(),
+                max_bytes: *max_bytes,
+            },
+            Self::PartiallyStored {
+                stored,
+                total,
+                cause,
+            } => Self::PartiallyStored {
+                stored: *stored,
+                total: *total,
+                cause: cause.clone(),
+            },
+            Self::StreamMismatch { stream, mismatches } => Self::StreamMismatch {
+                stream: stream.clone(),
+                mismatches: mismatches.clone(),
+            },
+            Self::FlushTimeout {
+                stream,
+                waited,
+                target,
+                remaining,
+            } => Self::FlushTimeout {
+                stream: stream.clone(),
+                waited: *waited,
+                target: *target,
+                remaining: *remaining,
+            },
+            Self::ConsumerMismatch {
+                stream,
+                consumer,
+                mismatches,
+            } => Self::ConsumerMismatch {
+                stream: stream.clone(),
+                consumer: consumer.clone(),
+                mismatches: mismatches.clone(),
+            },
             Self::Io { .. } | Self::Serve { .. } | Self::EngineStopped => Self::Storage {
                 message: self.to_string(),
                 permanent: false,
@@ -186,16 +302,23 @@ impl IngestError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::WalFull { retry_after, .. } => Some(*retry_after),
-            Self::WalWrite { .. } | Self::ShuttingDown | Self::Storage { .. } => {
-                Some(Duration::from_secs(1))
-            }
+            Self::WalWrite { .. }
+            | Self::ShuttingDown
+            | Self::Storage { .. }
+            | Self::LogUnavailable { .. }
+            | Self::PartiallyStored { .. } => Some(Duration::from_secs(1)),
+            // The writers drain a full stream at lake speed: give them time.
+            Self::StreamFull { .. } => Some(Duration::from_secs(5)),
             Self::Io { .. }
             | Self::Serve { .. }
             | Self::EngineStopped
             | Self::EventsTooLarge { .. }
             | Self::TooManyEvents { .. }
             | Self::Unplaceable { .. }
-            | Self::Config { .. } => None,
+            | Self::Config { .. }
+            | Self::StreamMismatch { .. }
+            | Self::ConsumerMismatch { .. }
+            | Self::FlushTimeout { .. } => None,
         }
     }
 }
@@ -206,7 +329,14 @@ impl ServiceError for IngestError {
             Self::WalFull { .. }
             | Self::WalWrite { .. }
             | Self::ShuttingDown
-            | Self::Storage { .. } => ErrorCode::Unavailable,
+            | Self::Storage { .. }
+            | Self::LogUnavailable { .. }
+            | Self::StreamFull { .. }
+            | Self::PartiallyStored { .. } => ErrorCode::Unavailable,
+            Self::FlushTimeout { .. } => ErrorCode::DeadlineExceeded,
+            Self::StreamMismatch { .. } | Self::ConsumerMismatch { .. } => {
+                ErrorCode::FailedPrecondition
+            }
             Self::EventsTooLarge { .. } | Self::Unplaceable { .. } => ErrorCode::InvalidArgument,
             Self::TooManyEvents { .. } => ErrorCode::ResourceExhausted,
             Self::Config { .. } | Self::Io { .. } | Self::Serve { .. } | Self::EngineStopped => {

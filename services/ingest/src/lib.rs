@@ -25,21 +25,26 @@
 //! what a client gets past it. The log's format is described in the `wal`
 //! module and in docs/ingest.md.
 
+mod batching;
 mod config;
 mod dedup;
 mod engine;
 mod error;
+pub mod fleet;
+mod front;
 pub mod fs;
 pub mod lake;
 mod service;
 mod wal;
 
+pub use batching::BatchRules;
 pub use config::{
-    DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE, DEFAULT_DEDUP_TTL, DEFAULT_DEDUP_WINDOW,
+    BatchArgs, DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE, DEFAULT_DEDUP_TTL, DEFAULT_DEDUP_WINDOW,
     DEFAULT_MAX_BATCH_AGE, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_REQUEST_EVENTS, DEFAULT_MAX_WAL_BYTES, DEFAULT_RETRY_MAX, DEFAULT_SEGMENT_BYTES,
     IngestArgs, IngestConfig, IngestEngineArgs,
 };
-pub use engine::{DEAD_LETTER_DIR, FlushOutcome, IngestEngine, IngestOutcome, dead_letter_name};
+pub use engine::{DEAD_LETTER_DIR, FlushOutcome, IngestOutcome, dead_letter_name};
 pub use error::{IngestError, OversizedEvent};
+pub use front::IngestEngine;
 pub use service::{IngestService, MAX_INGEST_MESSAGE, serve, serve_engine};

@@ -4,7 +4,7 @@
 
 use super::*;
 
-impl IngestEngine {
+impl WalEngine {
     /// The flusher task. It logs through its own `jobs` sender, so the
     /// final flush of a shutdown still can after calls were cut off; the
     /// log writer ends when this task does.
@@ -88,19 +88,17 @@ impl IngestEngine {
     /// oldest batch comes of age, never before a pending retry.
     fn next_wake(&self, retry_at: Option<tokio::time::Instant>) -> tokio::time::Instant {
         let now = tokio::time::Instant::now();
-        let config = &self.shared.config;
+        let rules = self.shared.config.batch_rules();
         let state = self.shared.lock();
         let mut wake = now + Duration::from_secs(3600);
         if !state.pending.is_empty() {
             wake = now;
         }
         for batch in state.partitions.values() {
-            if config.batch_is_full(batch.events.len(), batch.bytes) {
+            if batch.is_full(&rules) {
                 wake = now;
-            } else if let Some(first) = batch.events.first() {
-                wake = wake.min(tokio::time::Instant::from_std(
-                    first.arrival + config.max_batch_age,
-                ));
+            } else if let Some(deadline) = batch.deadline(&rules) {
+                wake = wake.min(tokio::time::Instant::from_std(deadline));
             }
         }
         match retry_at {
@@ -263,23 +261,13 @@ impl IngestEngine {
     /// batches (by bytes or by count) always, aged ones too, every one
     /// when `forced`.
     fn cut_batches(&self, forced: bool) {
-        let config = &self.shared.config;
+        let rules = self.shared.config.batch_rules();
         let now = Instant::now();
         let mut state = self.shared.lock();
         let mut cut = Vec::new();
         for (partition, batch) in &mut state.partitions {
-            let aged = batch
-                .events
-                .first()
-                .is_some_and(|first| now.duration_since(first.arrival) >= config.max_batch_age);
-            let take_all = forced || aged;
-            while !batch.events.is_empty()
-                && (take_all || config.batch_is_full(batch.events.len(), batch.bytes))
-            {
-                let (count, bytes) =
-                    config.batch_prefix(batch.events.iter().map(|event| event.line.len()));
-                batch.bytes -= bytes;
-                cut.push((*partition, batch.events.drain(..count).collect::<Vec<_>>()));
+            for events in batch.cut(&rules, now, forced) {
+                cut.push((*partition, events));
             }
         }
         state.partitions.retain(|_, batch| !batch.events.is_empty());
@@ -378,82 +366,6 @@ async fn log_records(
         results.push((key, result));
     }
     results
-}
-
-/// The calls whose events an object holds: each call's W3C trace context,
-/// with how many of its events are in the object.
-type CallTraces = Vec<(Arc<str>, usize)>;
-
-/// The NDJSON body of an object, and the calls whose events it holds.
-fn object_body(events: &[Buffered]) -> (Bytes, CallTraces) {
-    let size = events.iter().map(|event| event.line.len() + 1).sum();
-    let mut body = Vec::with_capacity(size);
-    let mut traces = CallTraces::new();
-    for event in events {
-        body.extend_from_slice(&event.line);
-        body.push(b'\n');
-        if let Some(trace) = &event.trace_context {
-            match traces.iter_mut().find(|(known, _)| known == trace) {
-                Some((_, count)) => *count += 1,
-                None => traces.push((Arc::clone(trace), 1)),
-            }
-        }
-    }
-    (Bytes::from(body), traces)
-}
-
-/// Writes one object in its own trace: batching ends the calls' traces, and
-/// one write serves many calls. The flush span links to the span of every
-/// call whose events it holds, and the write to storage is its child. Once
-/// the object is written, each of those calls' traces gets an
-/// `ingest.flushed` span (the object's key, linked back to the flush), so a
-/// trace leads from a webhook call to the object that holds its events,
-/// and from the object back to every call.
-async fn put_object(
-    store: &dyn ObjectStore,
-    key: &str,
-    body: Bytes,
-    traces: &[(Arc<str>, usize)],
-    events: usize,
-) -> Result<(), IngestError> {
-    let span = tracing::info_span!(
-        parent: None,
-        "ingest.flush",
-        key,
-        events,
-        bytes = body.len(),
-        linked_calls = traces.len(),
-        otel.status_code = tracing::field::Empty,
-        otel.status_description = tracing::field::Empty,
-    );
-    for (trace, _) in traces {
-        telemetry::add_link(&span, trace);
-    }
-    let started = Instant::now();
-    let result = async {
-        let key = ObjectKey::new(key).map_err(|err| IngestError::storage(&err))?;
-        store
-            .put(&key, body, PutOptions::content_type(lake::CONTENT_TYPE))
-            .await
-            .map_err(|err| IngestError::storage(&err))
-    }
-    .instrument(span.clone())
-    .await;
-    match &result {
-        Ok(_) => {
-            for (trace, events) in traces {
-                let flushed = tracing::info_span!(parent: None, "ingest.flushed", key, events);
-                telemetry::set_parent_from_traceparent(&flushed, trace);
-                telemetry::link_to(&flushed, &span);
-            }
-        }
-        Err(err) => telemetry::record_error(&span, err),
-    }
-    metrics::histogram!("vesper_ingest_flush_duration_seconds")
-        .record(started.elapsed().as_secs_f64());
-    let label = if result.is_ok() { "ok" } else { "error" };
-    metrics::counter!("vesper_ingest_flushes_total", "result" => label).increment(1);
-    result.map(|_| ())
 }
 
 /// The bound of the wait before retry number `failures`.

@@ -64,15 +64,15 @@ use futures::{StreamExt, stream};
 use prost_types::Timestamp;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 use vesper::{
     telemetry,
     v1::{Event, EventType, FlushResponse, StatsResponse},
 };
-use vesper_storage::{ObjectKey, ObjectStore, PutOptions};
+use vesper_storage::ObjectStore;
 
 use crate::{
     IngestConfig, IngestError,
+    batching::{self, Batched, CallTraces, object_body, put_object},
     dedup::{DedupWindow, Seen},
     error::OversizedEvent,
     lake::{self, Partition},
@@ -160,13 +160,22 @@ impl Buffered {
     }
 }
 
-/// The events of one partition waiting to be cut into an object.
-#[derive(Debug, Default)]
-struct Batch {
-    events: Vec<Buffered>,
-    /// NDJSON bytes of the events, newlines included.
-    bytes: u64,
+impl Batched for Buffered {
+    fn line(&self) -> &[u8] {
+        &self.line
+    }
+
+    fn trace_context(&self) -> Option<&Arc<str>> {
+        self.trace_context.as_ref()
+    }
+
+    fn arrival(&self) -> Instant {
+        self.arrival
+    }
 }
+
+/// The events of one partition waiting to be cut into an object.
+type Batch = batching::Batch<Buffered>;
 
 /// A cut batch: logged as an intent (or about to be), written to the lake
 /// under `key`.
@@ -180,15 +189,41 @@ struct PendingObject {
 }
 
 #[derive(Debug, Default)]
-struct Counters {
-    accepted: u64,
-    filtered: u64,
-    duplicates: u64,
-    rejected: u64,
+pub(crate) struct Counters {
+    pub(crate) accepted: u64,
+    pub(crate) filtered: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) rejected: u64,
     flushed_objects: u64,
     flushed_events: u64,
     refused_batches: u64,
     dead_lettered_objects: u64,
+}
+
+impl Counters {
+    /// Counts a successful call, in the stats and the metrics.
+    pub(crate) fn record(&mut self, outcome: IngestOutcome) {
+        self.accepted += u64::from(outcome.accepted);
+        self.filtered += u64::from(outcome.filtered);
+        self.duplicates += u64::from(outcome.duplicates);
+        for (label, count) in [
+            ("accepted", outcome.accepted),
+            ("filtered", outcome.filtered),
+            ("duplicate", outcome.duplicates),
+        ] {
+            if count > 0 {
+                metrics::counter!("vesper_ingest_events_total", "outcome" => label)
+                    .increment(u64::from(count));
+            }
+        }
+    }
+
+    /// Counts the events of a call refused whole as invalid.
+    pub(crate) fn reject(&mut self, events: usize) {
+        self.rejected += events as u64;
+        metrics::counter!("vesper_ingest_events_total", "outcome" => "rejected")
+            .increment(events as u64);
+    }
 }
 
 /// Everything the calls, the committer and the flusher share.
@@ -332,9 +367,9 @@ fn refuse_append(
     }));
 }
 
-/// A running engine: cheap to clone, one per write-ahead log.
+/// The single-node engine: cheap to clone, one per write-ahead log.
 #[derive(Debug, Clone)]
-pub struct IngestEngine {
+pub(crate) struct WalEngine {
     shared: Arc<Shared>,
     store: Arc<dyn ObjectStore>,
     flush_requests: mpsc::UnboundedSender<oneshot::Sender<Result<FlushOutcome, IngestError>>>,
@@ -348,12 +383,12 @@ struct Tasks {
     committer: std::thread::JoinHandle<()>,
 }
 
-impl IngestEngine {
+impl WalEngine {
     /// Opens the log in `config.wal_dir`, replays it, and starts the
     /// committer and the flusher, which writes through `store`. Events the
     /// log held but the lake had not confirmed are flushed again (under
     /// their recorded keys when a flush of them had begun).
-    pub async fn start(
+    pub(crate) async fn start(
         config: IngestConfig,
         store: Arc<dyn ObjectStore>,
     ) -> Result<Self, IngestError> {
@@ -477,87 +512,40 @@ impl IngestEngine {
     }
 
     /// The log's id (part of every object name).
-    pub fn wal_id(&self) -> &str {
+    pub(crate) fn wal_id(&self) -> &str {
         &self.shared.wal_id
     }
 
     /// The configuration.
-    pub fn config(&self) -> &IngestConfig {
+    pub(crate) fn config(&self) -> &IngestConfig {
         &self.shared.config
     }
 
     /// Counts a batch rejected as invalid (validation happens in the
     /// service, before the engine).
-    pub fn count_rejected(&self, events: usize) {
-        self.shared.lock().counters.rejected += events as u64;
-        metrics::counter!("vesper_ingest_events_total", "outcome" => "rejected")
-            .increment(events as u64);
+    pub(crate) fn count_rejected(&self, events: usize) {
+        self.shared.lock().counters.reject(events);
     }
 
     /// Appends a validated batch: drops signups and duplicates, logs the
     /// rest durably, and returns once they are on disk. An event whose
     /// lake line is over `max_event_bytes` refuses the whole batch
     /// ([`IngestError::EventsTooLarge`]); nothing of it is stored.
-    pub async fn ingest(&self, events: Vec<Event>) -> Result<IngestOutcome, IngestError> {
-        let received_at = vesper::wire::from_datetime(time::OffsetDateTime::now_utc());
+    pub(crate) async fn ingest(&self, events: Vec<Event>) -> Result<IngestOutcome, IngestError> {
         let now_ms = unix_millis(SystemTime::now());
         let trace_context = telemetry::current_trace_context();
-        let mut outcome = IngestOutcome::default();
-
-        // Rendered before the lock: this is the CPU-heavy part of a call.
-        let max_event_bytes = self.shared.config.max_event_bytes;
-        let mut candidates = Vec::with_capacity(events.len());
-        let mut oversized = Vec::new();
-        let mut oversized_count = 0_usize;
-        for (index, event) in events.iter().enumerate() {
-            if event.event_type == EventType::Signup as i32 {
-                outcome.filtered += 1;
-                continue;
+        let Prepared {
+            received_at,
+            candidates,
+            mut outcome,
+        } = match prepare(&self.shared.config, events) {
+            Ok(prepared) => prepared,
+            Err(PrepareError::Refused { events, error }) => {
+                self.count_rejected(events);
+                return Err(error);
             }
-            let line = lake::event_line(event, &received_at);
-            if line.len() as u64 > max_event_bytes {
-                oversized_count += 1;
-                if oversized.len() < MAX_OVERSIZED_REPORTED {
-                    oversized.push(OversizedEvent {
-                        index,
-                        bytes: line.len() as u64,
-                    });
-                }
-                continue;
-            }
-            let hour = event
-                .timestamp
-                .as_ref()
-                .and_then(Partition::of)
-                .map(|partition| partition.unix_hour());
-            let Some(hour) = hour else {
-                // Validation guarantees a timestamp in range.
-                return Err(IngestError::Unplaceable {
-                    index,
-                    event_id: event.event_id.clone(),
-                });
-            };
-            let id = uuid::Uuid::try_parse(&event.event_id)
-                .ok()
-                .map(|id| id.as_u128());
-            candidates.push((
-                id,
-                LoggedEvent {
-                    id: id.map(|id| id.to_be_bytes().to_vec()).unwrap_or_default(),
-                    hour,
-                    line: Bytes::from(line),
-                },
-            ));
-        }
-        if oversized_count > 0 {
-            self.count_rejected(events.len());
-            return Err(IngestError::EventsTooLarge {
-                events: oversized,
-                more: oversized_count.saturating_sub(MAX_OVERSIZED_REPORTED),
-                limit: max_event_bytes,
-            });
-        }
-        drop(events);
+            Err(PrepareError::Other(error)) => return Err(error),
+        };
 
         let (ack, acked) = oneshot::channel();
         {
@@ -568,7 +556,7 @@ impl IngestEngine {
             let mut accepted = Vec::with_capacity(candidates.len());
             let mut ids = Vec::with_capacity(candidates.len());
             let mut waits_for_pending = false;
-            for (id, event) in candidates {
+            for Candidate { id, event } in candidates {
                 let Some(id) = id else {
                     // Validation guarantees a UUID; keep the event rather than guess.
                     accepted.push(event);
@@ -646,7 +634,7 @@ impl IngestEngine {
 
     /// Writes every buffered event to the lake now and returns once storage
     /// confirmed it (or the first storage error).
-    pub async fn flush(&self) -> Result<FlushOutcome, IngestError> {
+    pub(crate) async fn flush(&self) -> Result<FlushOutcome, IngestError> {
         let (reply, replied) = oneshot::channel();
         self.flush_requests
             .send(reply)
@@ -655,7 +643,7 @@ impl IngestEngine {
     }
 
     /// Counters since start and current gauges.
-    pub fn stats(&self) -> StatsResponse {
+    pub(crate) fn stats(&self) -> StatsResponse {
         let state = self.shared.lock();
         let counters = &state.counters;
         StatsResponse {
@@ -678,6 +666,8 @@ impl IngestEngine {
             backlog_events: state.backlog_events,
             dead_lettered_objects: counters.dead_lettered_objects,
             max_event_bytes: self.shared.config.max_event_bytes,
+            log: crate::fleet::LOG_WAL.into(),
+            ..StatsResponse::default()
         }
     }
 
@@ -685,7 +675,7 @@ impl IngestEngine {
     /// flight, writes everything buffered to the lake (a few tries), and
     /// stops the flusher and the log writer. Whatever storage did not take
     /// stays in the log and is written after the next start. Idempotent.
-    pub async fn shutdown(&self) {
+    pub(crate) async fn shutdown(&self) {
         let Some(tasks) = self
             .tasks
             .lock()
@@ -741,6 +731,102 @@ impl IngestEngine {
     }
 }
 
+/// An accepted event, rendered, before the log.
+#[derive(Debug)]
+pub(crate) struct Candidate {
+    /// Its id as a number, when it is a UUID (validation guarantees it).
+    pub(crate) id: Option<u128>,
+    /// Its id, hour and lake line.
+    pub(crate) event: LoggedEvent,
+}
+
+/// A call's events after the filter and the size check, both logs alike.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    /// When the call came in (part of every lake line).
+    pub(crate) received_at: Timestamp,
+    /// The events to log, in call order.
+    pub(crate) candidates: Vec<Candidate>,
+    /// The call's outcome so far (`filtered`).
+    pub(crate) outcome: IngestOutcome,
+}
+
+/// Why [`prepare`] refused a call.
+#[derive(Debug)]
+pub(crate) enum PrepareError {
+    /// The call is refused whole; its `events` count as rejected.
+    Refused { events: usize, error: IngestError },
+    /// Refused, but not the caller's fault.
+    Other(IngestError),
+}
+
+/// What both logs do first: drops signups, renders each event's lake line,
+/// refuses the call whole when one is over `max_event_bytes`, and places
+/// each in its hour. The CPU-heavy part of a call, done outside any lock.
+pub(crate) fn prepare(config: &IngestConfig, events: Vec<Event>) -> Result<Prepared, PrepareError> {
+    let received_at = vesper::wire::from_datetime(time::OffsetDateTime::now_utc());
+    let mut outcome = IngestOutcome::default();
+    let max_event_bytes = config.max_event_bytes;
+    let mut candidates = Vec::with_capacity(events.len());
+    let mut oversized = Vec::new();
+    let mut oversized_count = 0_usize;
+    for (index, event) in events.iter().enumerate() {
+        if event.event_type == EventType::Signup as i32 {
+            outcome.filtered += 1;
+            continue;
+        }
+        let line = lake::event_line(event, &received_at);
+        if line.len() as u64 > max_event_bytes {
+            oversized_count += 1;
+            if oversized.len() < MAX_OVERSIZED_REPORTED {
+                oversized.push(OversizedEvent {
+                    index,
+                    bytes: line.len() as u64,
+                });
+            }
+            continue;
+        }
+        let hour = event
+            .timestamp
+            .as_ref()
+            .and_then(Partition::of)
+            .map(|partition| partition.unix_hour());
+        let Some(hour) = hour else {
+            // Validation guarantees a timestamp in range.
+            return Err(PrepareError::Other(IngestError::Unplaceable {
+                index,
+                event_id: event.event_id.clone(),
+            }));
+        };
+        let id = uuid::Uuid::try_parse(&event.event_id)
+            .ok()
+            .map(|id| id.as_u128());
+        candidates.push(Candidate {
+            id,
+            event: LoggedEvent {
+                id: id.map(|id| id.to_be_bytes().to_vec()).unwrap_or_default(),
+                hour,
+                line: Bytes::from(line),
+            },
+        });
+    }
+    if oversized_count > 0 {
+        return Err(PrepareError::Refused {
+            events: events.len(),
+            error: IngestError::EventsTooLarge {
+                events: oversized,
+                more: oversized_count.saturating_sub(MAX_OVERSIZED_REPORTED),
+                limit: max_event_bytes,
+            },
+        });
+    }
+    Ok(Prepared {
+        received_at,
+        candidates,
+        outcome,
+    })
+}
+
 /// The dead-letter file name of an object key: the key with `%` and `/`
 /// escaped, so that it is one file name and decodes back to the key.
 pub fn dead_letter_name(key: &str) -> String {
@@ -749,20 +835,7 @@ pub fn dead_letter_name(key: &str) -> String {
 
 /// Records the counters of a successful call.
 fn record_outcome(state: &mut State, outcome: IngestOutcome) {
-    let counters = &mut state.counters;
-    counters.accepted += u64::from(outcome.accepted);
-    counters.filtered += u64::from(outcome.filtered);
-    counters.duplicates += u64::from(outcome.duplicates);
-    for (label, count) in [
-        ("accepted", outcome.accepted),
-        ("filtered", outcome.filtered),
-        ("duplicate", outcome.duplicates),
-    ] {
-        if count > 0 {
-            metrics::counter!("vesper_ingest_events_total", "outcome" => label)
-                .increment(u64::from(count));
-        }
-    }
+    state.counters.record(outcome);
 }
 
 /// Adds a durable event to its partition's batch in memory; `true` when
@@ -776,10 +849,11 @@ fn buffer_event(
 ) -> bool {
     state.in_memory.insert(event.seq);
     state.memory_bytes += event.cost();
-    let batch = state.partitions.entry(partition).or_default();
-    batch.bytes += event.line.len() as u64 + 1;
-    batch.events.push(event);
-    batch.events.len() == 1 || config.batch_is_full(batch.events.len(), batch.bytes)
+    state
+        .partitions
+        .entry(partition)
+        .or_default()
+        .push(event, &config.batch_rules())
 }
 
 fn unix_millis(time: SystemTime) -> i64 {
