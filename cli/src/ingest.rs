@@ -38,18 +38,17 @@ impl IngestCommand {
             .map_err(anyhow::Error::msg)?;
         self.grpc_limits.install();
         let store = Arc::new(self.args.storage.connect_lazy(config.max_object_size));
-        // Replay before the ready line: a client that waits for it finds the
-        // duplicate window and the batches as they were.
-        let engine = IngestEngine::start(config, store).await.with_context(|| {
-            format!(
-                "cannot open the write-ahead log {}",
-                self.args.engine.wal_dir.display()
-            )
-        })?;
+        // Replay (or, in fleet mode, the stream's check) before the ready
+        // line: a client that waits for it finds the duplicate window and
+        // the batches as they were.
+        let engine = IngestEngine::start_with(&self.args.engine, store)
+            .await
+            .with_context(|| describe_log(&self.args.engine))?;
         let listener = bind(self.args.grpc_addr).await?;
         self.metrics.spawn(shutdown.signalled()).await?;
         tracing::info!(
             storage = %self.args.storage.storage_addr,
+            log = %self.args.engine.log.log,
             wal_dir = %self.args.engine.wal_dir.display(),
             batch_size = self.args.engine.batch.batch_size,
             max_batch_age = ?self.args.engine.batch.max_batch_age,
@@ -60,5 +59,17 @@ impl IngestCommand {
         vesper_ingest::serve_engine(listener, engine, shutdown.signalled()).await?;
         tracing::info!("ingest stopped");
         Ok(())
+    }
+}
+
+/// What starting the engine opens, for the error when it fails.
+pub(crate) fn describe_log(args: &vesper_ingest::IngestEngineArgs) -> String {
+    match args.log.fleet() {
+        Some(fleet) => format!(
+            "cannot start fleet mode on stream {} at {}",
+            fleet.stream.name,
+            fleet.servers_text()
+        ),
+        None => format!("cannot open the write-ahead log {}", args.wal_dir.display()),
     }
 }

@@ -172,9 +172,13 @@ impl Platform {
                 .check_fits(what, bytes)
                 .map_err(anyhow::Error::msg)?;
         }
-        let ingest = IngestEngine::start(ingest_config, through_storage())
+        let ingest = IngestEngine::start_with(&args.ingest, through_storage())
             .await
-            .with_context(|| format!("cannot open the write-ahead log {}", wal.display()))?;
+            .with_context(|| crate::ingest::describe_log(&args.ingest))?;
+        // Fleet mode (`--log nats://...`): this member publishes to the
+        // stream; the lake writer embedded here (one consumer of the
+        // stream, writing through the Storage service above) starts beside
+        // it, from `args.ingest.log`.
         let datasource_config = args.datasource.config(own_webhook);
         let generator_delay = datasource_config
             .generator

@@ -65,6 +65,24 @@ pub(crate) async fn health(State(state): State<AppState>) -> Json<Value> {
             ] {
                 body.insert(key.into(), value);
             }
+            if !stats.log.is_empty() {
+                body.insert("log".into(), json!(stats.log));
+            }
+            // Fleet mode: the stream stands where the write-ahead log does.
+            if stats.log == "nats" {
+                for (key, value) in [
+                    ("log_connected", json!(stats.log_connected)),
+                    ("stream_bytes", json!(stats.stream_bytes)),
+                    ("stream_messages", json!(stats.stream_messages)),
+                    ("stream_max_bytes", json!(stats.stream_max_bytes)),
+                    ("consumer_pending", json!(stats.consumer_pending)),
+                    ("consumer_ack_pending", json!(stats.consumer_ack_pending)),
+                    ("pending_publishes", json!(stats.pending_publishes)),
+                    ("last_log_error", json!(stats.last_log_error)),
+                ] {
+                    body.insert(key.into(), value);
+                }
+            }
         }
         _ => unavailable.push("ingest"),
     }

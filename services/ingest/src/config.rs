@@ -7,6 +7,7 @@ use vesper_storage::StoragePeerArgs;
 
 use crate::{
     batching::BatchRules,
+    fleet::{LogArgs, publish::PublishArgs},
     fs::{StdFs, WalFs},
 };
 
@@ -277,6 +278,15 @@ pub struct IngestEngineArgs {
         value_name = "DURATION"
     )]
     pub dedup_ttl: Duration,
+
+    /// Where accepted events are logged (the local write-ahead log, or a
+    /// NATS JetStream stream in fleet mode) and the stream's settings.
+    #[command(flatten, next_help_heading = "Fleet mode (--log nats://...)")]
+    pub log: LogArgs,
+
+    /// The fleet-mode publisher's bounds.
+    #[command(flatten, next_help_heading = "Fleet mode (--log nats://...)")]
+    pub publish: PublishArgs,
 }
 
 /// How accepted events become lake objects, and how failed writes are

@@ -10,7 +10,7 @@ use vesper::v1::{Event, StatsResponse};
 use vesper_storage::ObjectStore;
 
 use crate::{
-    FlushOutcome, IngestConfig, IngestError, IngestOutcome,
+    FlushOutcome, IngestConfig, IngestEngineArgs, IngestError, IngestOutcome,
     engine::WalEngine,
     fleet::{FleetConfig, publish::FleetEngine, publish::PublishArgs},
 };
@@ -45,15 +45,36 @@ impl IngestEngine {
     /// (waiting up to `--log-start-timeout` for it), and publishes every
     /// accepted event there. The lake is written by the lake writers, not
     /// by this engine.
+    ///
+    /// Events still in a local write-ahead log in `config.wal_dir` (a
+    /// member that ran on one machine before) are first written to the
+    /// lake through `store`, exactly as the single-node engine would after
+    /// a restart (same keys, so exactly once); when storage does not take
+    /// them the start fails, naming the directory, and they stay in the log.
     pub async fn start_fleet(
         config: IngestConfig,
         fleet: FleetConfig,
         publish: PublishArgs,
+        store: Arc<dyn ObjectStore>,
     ) -> Result<Self, IngestError> {
         config.check()?;
+        drain_local_log(&config, store).await?;
         Ok(Self {
             log: Log::JetStream(FleetEngine::start(config, fleet, publish).await?),
         })
+    }
+
+    /// Starts the engine the options describe: the local log, or fleet
+    /// mode when `--log` names NATS servers.
+    pub async fn start_with(
+        args: &IngestEngineArgs,
+        store: Arc<dyn ObjectStore>,
+    ) -> Result<Self, IngestError> {
+        let config = args.config();
+        match args.log.fleet() {
+            Some(fleet) => Self::start_fleet(config, fleet, args.publish.clone(), store).await,
+            None => Self::start(config, store).await,
+        }
     }
 
     /// Whether accepted events go to a JetStream stream.
@@ -128,5 +149,49 @@ impl IngestEngine {
             Log::Wal(engine) => engine.shutdown().await,
             Log::JetStream(engine) => engine.shutdown().await,
         }
+    }
+}
+
+/// Writes what a local write-ahead log still holds to the lake, before
+/// fleet mode takes over; nothing when there is no log.
+async fn drain_local_log(
+    config: &IngestConfig,
+    store: Arc<dyn ObjectStore>,
+) -> Result<(), IngestError> {
+    let dir = &config.wal_dir;
+    let found = crate::wal::has_segments(dir).map_err(|source| IngestError::Io {
+        action: "cannot list",
+        path: dir.clone(),
+        source,
+    })?;
+    if !found {
+        return Ok(());
+    }
+    let engine = WalEngine::start(config.clone(), store).await?;
+    let waiting = engine.stats().buffered_events;
+    if waiting > 0 {
+        tracing::info!(
+            wal_dir = %dir.display(),
+            events = waiting,
+            "writing the events left in the local write-ahead log to the lake before fleet mode"
+        );
+    }
+    let flushed = engine.flush().await;
+    engine.shutdown().await;
+    let left = engine.stats().buffered_events;
+    match flushed {
+        Ok(_) if left == 0 => Ok(()),
+        Ok(_) => Err(IngestError::Config {
+            message: format!(
+                "the write-ahead log {} still holds {left} events the lake has not confirmed; fleet mode starts once they are written (start again when storage is up)",
+                dir.display()
+            ),
+        }),
+        Err(err) => Err(IngestError::Config {
+            message: format!(
+                "the write-ahead log {} holds {waiting} events that storage did not take ({err}); they stay there, and fleet mode starts once they are written (start again when storage is up)",
+                dir.display()
+            ),
+        }),
     }
 }

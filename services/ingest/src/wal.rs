@@ -404,6 +404,25 @@ struct ActiveSegment {
     poisoned: bool,
 }
 
+/// Whether `dir` holds segments of a log (a missing dir holds none).
+pub(crate) fn has_segments(dir: &Path) -> io::Result<bool> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(err) => return Err(err),
+    };
+    for entry in entries {
+        let name = entry?.file_name();
+        if name
+            .to_str()
+            .is_some_and(|name| name.starts_with(SEGMENT_PREFIX) && name.ends_with(SEGMENT_SUFFIX))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// What opening the log found, beside the records it handed over.
 #[derive(Debug, Default)]
 pub(crate) struct Replayed {

@@ -144,6 +144,19 @@ pub async fn ensure_stream(
                 check(settings, &info.config, &wanted)?;
                 Ok(info.clone())
             }
+            // A cluster that is starting or has lost nodes: worth waiting
+            // for (within --log-start-timeout), naming why.
+            CreateStreamErrorKind::JetStream(js)
+                if js.error_code() == ErrorCode::CLUSTER_NO_PEERS
+                    || js.error_code() == ErrorCode::CLUSTER_NOT_AVAILABLE =>
+            {
+                Err(IngestError::LogUnavailable {
+                    message: format!(
+                        "cannot create stream {} with {} replicas now: {js}",
+                        settings.name, settings.replicas
+                    ),
+                })
+            }
             CreateStreamErrorKind::JetStream(js) => Err(IngestError::Config {
                 message: format!(
                     "JetStream refused to create stream {} ({}, {} replicas, max {} bytes): {js}",
