@@ -93,7 +93,7 @@ impl LakeWriterCommand {
             storage = %self.storage.storage_addr,
             log = %self.log.log,
             stream = fleet.stream.name,
-            consumer = self.writer.consumer,
+            consumer = fleet.consumer,
             "lake writer ready"
         );
         announce_listening(None, Some(addr));
@@ -116,7 +116,7 @@ pub(crate) async fn start_writer(
     store: Arc<dyn ObjectStore>,
     max_object_size: u64,
 ) -> anyhow::Result<LakeWriter> {
-    let config = WriterConfig::new(fleet.stream.clone(), batch, args, max_object_size);
+    let config = WriterConfig::new(fleet, batch, args, max_object_size);
     config.check()?;
     let client = fleet::connect(fleet, "vesper-lake-writer").await?;
     let context = fleet::jetstream(client.clone(), fleet);

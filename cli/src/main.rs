@@ -143,3 +143,15 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Flag names, ids and env variables of every command are unique and
+    /// consistent (clap checks this only when a command is first parsed).
+    #[test]
+    fn every_command_has_consistent_flags() {
+        super::Cli::command().debug_assert();
+    }
+}

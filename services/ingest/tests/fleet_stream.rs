@@ -71,7 +71,7 @@ async fn an_existing_stream_with_other_settings_is_refused_naming_every_differen
         "replicas (--stream-replicas) is 1, expected 3",
         "max_bytes (--stream-max-bytes) is 1048576, expected 1073741824",
         "max_age is 3600s, expected 0ns",
-        "duplicate_window (--duplicate-window) is 10s, expected 120s",
+        "duplicate_window (--duplicate-window) is 10s, expected 60s",
         "storage is Memory, expected File",
     ] {
         assert!(text.contains(setting), "{setting:?} not in: {text}");

@@ -118,6 +118,15 @@ pub async fn spawn_storage_with(store: Arc<dyn ObjectStore>) -> Service {
     .await
 }
 
+/// A Storage service in front of `store` on `port`, which clients may
+/// already know (connections to it were refused until now: a storage that
+/// comes back).
+pub fn spawn_storage_on(port: FreePort, store: Arc<dyn ObjectStore>) -> Service {
+    Service::spawn_on(port, "storage", move |listener, shutdown| async move {
+        vesper_storage::serve(listener, store, MAX_OBJECT_SIZE, shutdown.signalled()).await
+    })
+}
+
 /// An EventIngest service with its engine, for assertions on the engine
 /// itself.
 #[derive(Debug)]

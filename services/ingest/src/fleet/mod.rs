@@ -51,10 +51,11 @@ pub const DEFAULT_STREAM_REPLICAS: usize = 3;
 /// bytes an event, about 2.6 million events.
 pub const DEFAULT_STREAM_MAX_BYTES: ByteSize = ByteSize::mib(1024);
 /// Default duplicate window of the stream: how long JetStream remembers a
-/// message id. Each remembered id costs memory on every replica
-/// (docs/fleet.md measures it); two minutes covers a client's retries of a
-/// failed call with room to spare.
-pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// message id. Each id remembered costs about 170 bytes of memory on every
+/// server holding a replica (measured, docs/fleet.md): a minute is ~100 MB
+/// at 10,000 events/s and ~610 MB at 60,000, and it covers a client's
+/// retries of a failed call (Retry-After of 1 to 5 s) many times over.
+pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(60);
 /// Default bound of the wait for a TCP connection (and TLS handshake) to
 /// one NATS server.
 pub const DEFAULT_LOG_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -270,7 +271,7 @@ pub struct LogArgs {
     #[arg(
         long,
         env = "VESPER_DUPLICATE_WINDOW",
-        default_value = "2m",
+        default_value = "1m",
         value_parser = parse_duplicate_window,
         value_name = "DURATION"
     )]

@@ -81,18 +81,16 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use vesper::config::{ByteSize, ParseError, parse_duration};
+use vesper::config::{ByteSize, parse_duration};
 use vesper_storage::ObjectStore;
 
-use super::{StreamSettings, TRACEPARENT_HEADER, hour_of_subject};
+use super::{FleetConfig, StreamSettings, TRACEPARENT_HEADER, hour_of_subject};
 use crate::{
     BatchArgs, BatchRules, IngestError,
     batching::{self, Batched, CallTraces, object_body, put_object},
     lake::Partition,
 };
 
-/// Default name of the durable consumer every lake writer shares.
-pub const DEFAULT_CONSUMER: &str = "vesper-lake-writers";
 /// Default ack wait of the consumer: how long JetStream waits for a
 /// writer's ack (or in-progress ack) before it hands the message to
 /// another writer. Long enough for a batch's age, one write and one retry
@@ -140,18 +138,6 @@ const STOP_NATS_TIMEOUT: Duration = Duration::from_secs(5);
 /// options are shared with ingest).
 #[derive(Debug, Clone, clap::Args)]
 pub struct WriterArgs {
-    /// The durable pull consumer every lake writer shares (created if
-    /// missing; checked if it exists). Every writer of one fleet must name
-    /// the same consumer: each message goes to one of them.
-    #[arg(
-        long,
-        env = "VESPER_CONSUMER",
-        default_value = DEFAULT_CONSUMER,
-        value_parser = parse_consumer_name,
-        value_name = "NAME"
-    )]
-    pub consumer: String,
-
     /// How long JetStream waits for a writer's ack before it gives the
     /// message to another writer (set when the consumer is created). Must
     /// be longer than --max-batch-age + --write-timeout + --flush-retry-max;
@@ -213,7 +199,6 @@ pub struct WriterArgs {
 impl Default for WriterArgs {
     fn default() -> Self {
         Self {
-            consumer: DEFAULT_CONSUMER.to_owned(),
             ack_wait: DEFAULT_ACK_WAIT,
             fetch_max_messages: DEFAULT_FETCH_MAX_MESSAGES,
             fetch_max_bytes: DEFAULT_FETCH_MAX_BYTES,
@@ -221,19 +206,6 @@ impl Default for WriterArgs {
             write_timeout: DEFAULT_WRITE_TIMEOUT,
         }
     }
-}
-
-/// A consumer name JetStream takes as a durable name.
-pub fn parse_consumer_name(text: &str) -> Result<String, ParseError> {
-    let bad = text
-        .chars()
-        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\'));
-    if text.is_empty() || text.len() > 255 || bad.is_some() {
-        return Err(ParseError::new(format!(
-            "invalid consumer name {text:?}: 1 to 255 characters, none of whitespace, '.', '*', '>', '/' or '\\'"
-        )));
-    }
-    Ok(text.to_owned())
 }
 
 /// How a lake writer runs.
@@ -266,14 +238,14 @@ pub struct WriterConfig {
 impl WriterConfig {
     /// The configuration of these options.
     pub fn new(
-        stream: StreamSettings,
+        fleet: &FleetConfig,
         batch: &BatchArgs,
         writer: &WriterArgs,
         max_object_size: u64,
     ) -> Self {
         Self {
-            stream,
-            consumer: writer.consumer.clone(),
+            stream: fleet.stream.clone(),
+            consumer: fleet.consumer.clone(),
             rules: batch.rules(),
             retry_initial: RETRY_INITIAL,
             retry_max: batch.flush_retry_max,
@@ -567,9 +539,8 @@ impl ConsumerState {
     }
 
     fn record_gauges(&self) {
-        metrics::gauge!("vesper_ingest_writer_consumer_pending_messages").set(self.pending as f64);
-        metrics::gauge!("vesper_ingest_writer_consumer_ack_pending_messages")
-            .set(self.ack_pending as f64);
+        metrics::gauge!("vesper_ingest_consumer_pending").set(self.pending as f64);
+        metrics::gauge!("vesper_ingest_consumer_ack_pending").set(self.ack_pending as f64);
     }
 }
 
@@ -1211,6 +1182,97 @@ async fn write_with_retries(
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = give_up.cancelled(), if attempts_after_stop == 0 => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn config() -> WriterConfig {
+        let fleet = FleetConfig::new("nats://127.0.0.1:4222").expect("fleet settings");
+        let batch = BatchArgs {
+            batch_size: 0,
+            max_batch_age: Duration::from_secs(5),
+            batch_bytes: ByteSize::mib(4),
+            flush_retry_max: Duration::from_secs(10),
+        };
+        WriterConfig::new(&fleet, &batch, &WriterArgs::default(), 64 * 1024 * 1024)
+    }
+
+    #[test]
+    fn the_defaults_hold_and_bounds_that_clash_are_named() {
+        let config = config();
+        config.check().expect("the defaults are consistent");
+        assert_eq!(config.required_ack_wait(), Duration::from_secs(35));
+        assert_eq!(config.required_max_ack_pending(), 262_144);
+
+        let short_wait = WriterConfig {
+            ack_wait: Duration::from_secs(30),
+            ..config.clone()
+        };
+        let err = short_wait
+            .check()
+            .expect_err("ack wait too short")
+            .to_string();
+        assert!(
+            err.contains("--ack-wait") && err.contains("--write-timeout"),
+            "{err}"
+        );
+
+        let small_memory = WriterConfig {
+            max_held_bytes: 4 * 1024 * 1024,
+            ..config
+        };
+        let err = small_memory
+            .check()
+            .expect_err("memory too small")
+            .to_string();
+        assert!(
+            err.contains("--max-held-bytes") && err.contains("--fetch-max-bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_consumer_that_breaks_a_guarantee_is_refused_naming_every_problem() {
+        let config = config();
+        let wanted = config.consumer_config();
+        let good = jetstream::consumer::Config {
+            durable_name: wanted.durable_name.clone(),
+            ack_policy: wanted.ack_policy,
+            deliver_policy: wanted.deliver_policy,
+            ack_wait: wanted.ack_wait,
+            max_deliver: wanted.max_deliver,
+            max_ack_pending: wanted.max_ack_pending,
+            ..jetstream::consumer::Config::default()
+        };
+        assert!(config.consumer_mismatches(&good).is_empty());
+        let bad = jetstream::consumer::Config {
+            ack_policy: AckPolicy::All,
+            deliver_policy: DeliverPolicy::New,
+            ack_wait: Duration::from_secs(10),
+            max_deliver: 5,
+            max_ack_pending: 100,
+            filter_subject: "vesper.events.42".into(),
+            ..good
+        };
+        let problems = config.consumer_mismatches(&bad);
+        for needle in [
+            "ack policy",
+            "deliver policy",
+            "max_deliver",
+            "ack wait",
+            "max_ack_pending",
+            "filters",
+        ] {
+            assert!(
+                problems.iter().any(|problem| problem.contains(needle)),
+                "{needle} not named in {problems:?}"
+            );
         }
     }
 }
