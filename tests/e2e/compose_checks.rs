@@ -99,8 +99,8 @@ const MUTATIONS: &[Mutation] = &[
         compose: |c| {
             replace_once(
                 c,
-                "--datasource-addr=datasource:50052",
-                "--datasource-addr=data-source:50052",
+                "--datasource-addr=datasource:50052\n      - --ingest-addr=ingest:50053",
+                "--datasource-addr=data-source:50052\n      - --ingest-addr=ingest:50053",
             )
         },
         env_file: KEEP,
@@ -205,8 +205,8 @@ const MUTATIONS: &[Mutation] = &[
         compose: |c| {
             replace_once(
                 c,
-                "--grpc-addr=0.0.0.0:50053",
-                "--grpc-addr=127.0.0.1:50053",
+                "--grpc-addr=0.0.0.0:50053\n      - --storage-addr=storage:50051\n      - --wal-dir",
+                "--grpc-addr=127.0.0.1:50053\n      - --storage-addr=storage:50051\n      - --wal-dir",
             )
         },
         env_file: KEEP,
@@ -282,7 +282,13 @@ const MUTATIONS: &[Mutation] = &[
     },
     Mutation {
         mistake: "a key compose does not know",
-        compose: |c| replace_once(c, "stop_grace_period: 30s", "stop_grace_periods: 30s"),
+        compose: |c| {
+            replace_once(
+                c,
+                "stop_grace_period: 30s\n    healthcheck:\n      test: [\"CMD\", \"vesper\", \"healthcheck\", \"--grpc=",
+                "stop_grace_periods: 30s\n    healthcheck:\n      test: [\"CMD\", \"vesper\", \"healthcheck\", \"--grpc=",
+            )
+        },
         env_file: KEEP,
         dockerfile: KEEP,
         expected: &[
