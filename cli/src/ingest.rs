@@ -18,7 +18,7 @@ pub(crate) struct IngestCommand {
     #[command(flatten)]
     args: IngestArgs,
 
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Metrics")]
     metrics: MetricsArgs,
 
     #[command(flatten, next_help_heading = "gRPC limits")]

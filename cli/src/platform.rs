@@ -27,7 +27,10 @@ use vesper::{
 use vesper_batch::{BatchPipelineService, EngineArgs};
 use vesper_datasource::{DataSourceArgs, DataSourceService};
 use vesper_gateway::{GatewayConfig, GatewayLimits};
-use vesper_ingest::{IngestEngine, IngestEngineArgs, IngestService};
+use vesper_ingest::{
+    IngestEngine, IngestEngineArgs, IngestService,
+    fleet::writer::{LakeWriter, WriterArgs},
+};
 use vesper_storage::{LakeArgs, ObjectStore, RemoteStore, StorageService};
 
 /// The pipelines `up` runs once at start.
@@ -69,6 +72,13 @@ pub(crate) struct PlatformArgs {
 
     #[command(flatten, next_help_heading = "EventIngest")]
     ingest: IngestEngineArgs,
+
+    /// The embedded lake writer's options (fleet mode only).
+    #[command(
+        flatten,
+        next_help_heading = "Lake writer (fleet mode: --log nats://...)"
+    )]
+    writer: WriterArgs,
 
     #[command(flatten, next_help_heading = "DataSource")]
     datasource: DataSourceArgs,
@@ -125,6 +135,8 @@ pub(crate) struct Platform {
     grpc: JoinHandle<Result<(), vesper::grpc::ServeError>>,
     datasource: DataSourceService,
     ingest: IngestEngine,
+    /// Fleet mode's embedded lake writer.
+    writer: Option<LakeWriter>,
     boot: Option<JoinHandle<Vec<RunReport>>>,
     boot_reports: Vec<RunReport>,
 }
@@ -172,13 +184,34 @@ impl Platform {
                 .check_fits(what, bytes)
                 .map_err(anyhow::Error::msg)?;
         }
-        let ingest = IngestEngine::start_with(&args.ingest, through_storage())
+        // In fleet mode the store only takes what a local write-ahead log
+        // left behind, before the gRPC port below serves: write it to the
+        // lake directly, not through the Storage service that is not up yet.
+        let ingest_store = match args.ingest.log.fleet() {
+            Some(_) => Arc::clone(&store),
+            None => through_storage(),
+        };
+        let ingest = IngestEngine::start_with(&args.ingest, ingest_store)
             .await
             .with_context(|| crate::ingest::describe_log(&args.ingest))?;
         // Fleet mode (`--log nats://...`): this member publishes to the
-        // stream; the lake writer embedded here (one consumer of the
-        // stream, writing through the Storage service above) starts beside
-        // it, from `args.ingest.log`.
+        // stream, and one lake writer (a consumer of the stream like any
+        // `vesper lake-writer`, writing through the Storage service below;
+        // its writes retry until it serves) runs beside it.
+        let writer = match args.ingest.log.fleet() {
+            Some(fleet) => Some(
+                crate::lake_writer::start_writer(
+                    &fleet,
+                    &args.ingest.batch,
+                    &args.writer,
+                    through_storage(),
+                    max_object_size,
+                )
+                .await
+                .context("cannot start the embedded lake writer")?,
+            ),
+            None => None,
+        };
         let datasource_config = args.datasource.config(own_webhook);
         let generator_delay = datasource_config
             .generator
@@ -240,6 +273,7 @@ impl Platform {
             grpc: grpc_task,
             datasource,
             ingest,
+            writer,
             boot: Some(boot),
             boot_reports: Vec::new(),
         })
@@ -275,6 +309,11 @@ impl Platform {
         let pipelines = std::mem::take(&mut self.boot_reports);
         self.ingest.shutdown().await;
         let ingest = Some(self.ingest.stats());
+        // Before Storage stops: the writer writes and acks its open batches
+        // through it.
+        if let Some(writer) = &self.writer {
+            writer.shutdown().await;
+        }
         self.grpc_stop.trigger();
         match (&mut self.grpc).await {
             Ok(Ok(())) => {}

@@ -23,7 +23,17 @@ impl UpCommand {
         print_banner(&addresses)?;
         shutdown.signalled().await;
         let summary = platform.stop().await?;
-        if let Some(stats) = summary.ingest {
+        if let Some(stats) = summary.ingest.as_ref().filter(|stats| stats.log == "nats") {
+            // Fleet mode: what waits for the lake is the stream's, not this
+            // member's.
+            tracing::info!(
+                accepted = stats.accepted,
+                filtered = stats.filtered,
+                duplicates = stats.duplicates,
+                in_stream = stats.stream_messages,
+                "vesper stopped"
+            );
+        } else if let Some(stats) = summary.ingest {
             tracing::info!(
                 accepted = stats.accepted,
                 filtered = stats.filtered,

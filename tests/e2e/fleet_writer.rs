@@ -29,7 +29,7 @@ use vesper_storage::{
     FsStore, ListPage, ObjectKey, ObjectMeta, ObjectStore, PutOptions, StorageError,
 };
 use vesper_tests::{
-    FreePort, NatsCluster, VesperProcess, eventually, lake_event_ids, lake_records,
+    FreePort, NatsCluster, OtlpCollector, VesperProcess, eventually, lake_event_ids, lake_records,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -65,12 +65,20 @@ impl Fleet {
     /// Publishes one event of `hour` as an ingest replica does; returns its
     /// stream sequence number.
     async fn publish(&self, id: &str, hour: i64) -> u64 {
+        self.publish_traced(
+            id,
+            hour,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .await
+    }
+
+    /// [`Fleet::publish`] with the trace context of the call that took the
+    /// event in.
+    async fn publish_traced(&self, id: &str, hour: i64, traceparent: &str) -> u64 {
         let mut headers = HeaderMap::new();
         headers.insert(fleet::MSG_ID_HEADER, id);
-        headers.insert(
-            fleet::TRACEPARENT_HEADER,
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        );
+        headers.insert(fleet::TRACEPARENT_HEADER, traceparent);
         let ack = self
             .context
             .publish_with_headers(
@@ -118,6 +126,15 @@ impl Fleet {
     /// A `vesper lake-writer` on this cluster writing through `storage`,
     /// with `flags` (`--name value` pairs) over the test's defaults.
     fn writer(&self, storage: &str, flags: &[(&str, &str)]) -> VesperProcess {
+        self.writer_with_env(storage, flags, &[])
+    }
+
+    fn writer_with_env(
+        &self,
+        storage: &str,
+        flags: &[(&str, &str)],
+        env: &[(&str, String)],
+    ) -> VesperProcess {
         // Short waits, so that a killed writer's messages come back within
         // seconds: 300ms + 1s + 500ms < 3s.
         let mut options: BTreeMap<&str, &str> = BTreeMap::from([
@@ -140,7 +157,7 @@ impl Fleet {
         for (name, value) in options {
             args.extend([name, value]);
         }
-        VesperProcess::start(&args, &[])
+        VesperProcess::start(&args, env)
     }
 }
 
@@ -498,4 +515,146 @@ async fn while_storage_is_down_nothing_is_acked_and_everything_lands_once_it_is_
         ids.iter().all(|id| in_lake.get(id) == Some(&1)),
         "{in_lake:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_in_fleet_mode_writes_the_webhook_events_through_its_embedded_writer() {
+    let fleet = Fleet::start().await;
+    let dir = tempfile::tempdir().expect("a work dir");
+    let lake = dir.path().join("lake");
+    let wal = dir.path().join("wal");
+    let urls = fleet.cluster.urls();
+    let (lake_arg, wal_arg) = (lake.to_string_lossy(), wal.to_string_lossy());
+    let mut up = VesperProcess::start(
+        &[
+            "up",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--lake",
+            &lake_arg,
+            "--wal-dir",
+            &wal_arg,
+            "--log",
+            &urls,
+            "--max-batch-age",
+            "300ms",
+            "--no-sample-data",
+            "--no-pipelines",
+        ],
+        &[],
+    );
+    let now = OffsetDateTime::now_utc().format(&Rfc3339).expect("now");
+    let ids: Vec<String> = (0..20).map(|n| event_id("up", n)).collect();
+    let events: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            json!({
+                "event_id": id,
+                "user_id": "user_7",
+                "event_type": "click",
+                "source": "web",
+                "timestamp": now,
+                "properties": {},
+            })
+        })
+        .collect();
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/webhook/events", up.http_addr()))
+        .json(&json!({ "events": events }))
+        .send()
+        .await
+        .expect("webhook call");
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    eventually(
+        "the events in the lake, written by the embedded writer",
+        WAIT,
+        async || {
+            let in_lake = lake_event_ids(&lake);
+            ids.iter().all(|id| in_lake.contains_key(id))
+        },
+    )
+    .await;
+    assert!(
+        lake_records(&lake, "events")
+            .keys()
+            .all(|key| key.ends_with(&format!("-{}.ndjson", fleet::DEFAULT_STREAM))),
+        "objects not named by stream sequences: {:?}",
+        lake_records(&lake, "events").keys().collect::<Vec<_>>()
+    );
+    up.signal("TERM");
+    let status = up.wait_exit(Duration::from_secs(60)).expect("up stops");
+    assert!(status.success(), "{status:?}:\n{}", up.log());
+    assert_eq!(
+        fleet.stream_messages().await,
+        0,
+        "everything written was acked"
+    );
+    let in_lake = lake_event_ids(&lake);
+    assert!(
+        ids.iter().all(|id| in_lake.get(id) == Some(&1)),
+        "{in_lake:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_write_is_a_span_linking_the_traces_of_the_calls_whose_events_it_carries() {
+    const CALL_A: (&str, &str) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    const CALL_B: (&str, &str) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    let fleet = Fleet::start().await;
+    let collector = OtlpCollector::start().await;
+    let lake = tempfile::tempdir().expect("a lake");
+    let storage = kit::spawn_storage(lake.path()).await;
+    // Two events of call A and one of call B make one object.
+    for (n, (trace, span)) in [CALL_A, CALL_A, CALL_B].into_iter().enumerate() {
+        let traceparent = format!("00-{trace}-{span}-01");
+        fleet
+            .publish_traced(&event_id("traced", n), HOUR, &traceparent)
+            .await;
+    }
+    let _writer = fleet.writer_with_env(
+        &storage.addr.to_string(),
+        &[
+            ("--batch-size", "3"),
+            ("--max-batch-age", "1m"),
+            ("--ack-wait", "2m"),
+        ],
+        &collector.env(),
+    );
+    let key = key(HOUR, 1, 3);
+    let spans = collector
+        .wait_for(WAIT, |spans| {
+            spans.iter().any(|span| span.name() == "ingest.flush")
+                && spans
+                    .iter()
+                    .filter(|span| span.name() == "ingest.flushed")
+                    .count()
+                    == 2
+        })
+        .await;
+    let flush = spans
+        .iter()
+        .find(|span| span.name() == "ingest.flush")
+        .expect("the write's span");
+    assert_eq!(flush.service, "vesper-lake-writer");
+    assert_eq!(flush.attribute("key").as_deref(), Some(key.as_str()));
+    assert_eq!(flush.attribute("events").as_deref(), Some("3"));
+    assert_eq!(flush.parent_span_id(), "", "a write is a trace of its own");
+    let mut links = flush.links();
+    links.sort();
+    let mut calls = vec![
+        (CALL_A.0.to_owned(), CALL_A.1.to_owned()),
+        (CALL_B.0.to_owned(), CALL_B.1.to_owned()),
+    ];
+    calls.sort();
+    assert_eq!(links, calls, "the write links each call once");
+    for (trace, span) in [CALL_A, CALL_B] {
+        let landed = spans
+            .iter()
+            .find(|landed| landed.name() == "ingest.flushed" && landed.trace_id() == trace)
+            .unwrap_or_else(|| panic!("no ingest.flushed span in the trace of call {trace}"));
+        assert_eq!(landed.parent_span_id(), span);
+        assert_eq!(landed.attribute("key").as_deref(), Some(key.as_str()));
+    }
 }

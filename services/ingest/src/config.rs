@@ -281,11 +281,11 @@ pub struct IngestEngineArgs {
 
     /// Where accepted events are logged (the local write-ahead log, or a
     /// NATS JetStream stream in fleet mode) and the stream's settings.
-    #[command(flatten, next_help_heading = "Fleet mode (--log nats://...)")]
+    #[command(flatten)]
     pub log: LogArgs,
 
     /// The fleet-mode publisher's bounds.
-    #[command(flatten, next_help_heading = "Fleet mode (--log nats://...)")]
+    #[command(flatten)]
     pub publish: PublishArgs,
 }
 

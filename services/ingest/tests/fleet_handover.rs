@@ -264,3 +264,80 @@ async fn flush_waits_for_the_lake_writers_within_its_bound() {
     impatient.shutdown().await;
     patient.shutdown().await;
 }
+
+/// The publish is a span of the call, and each message carries its W3C
+/// trace context, so the lake writer can link its write to the call.
+#[tokio::test(flavor = "current_thread")]
+async fn each_message_carries_the_trace_context_of_its_call() {
+    use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+    use tracing::Instrument;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    // The runtime has one thread: every span of the call is recorded here.
+    let _recording = tracing::subscriber::set_default(subscriber);
+
+    let cluster = NatsCluster::start(1);
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = IngestEngine::start_fleet(
+        IngestConfig::new(dir.path().join("wal")),
+        single_node(&cluster),
+        PublishArgs::default(),
+        lake(&dir.path().join("lake"), false).await,
+    )
+    .await
+    .expect("fleet engine");
+    let call = tracing::info_span!("call");
+    let trace_id = call.context().span().span_context().trace_id().to_string();
+    assert_ne!(trace_id, "00000000000000000000000000000000");
+    engine
+        .ingest(events(10, 0..3))
+        .instrument(call)
+        .await
+        .expect("published");
+
+    let config = single_node(&cluster);
+    let client = fleet::connect(&config, "observer").await.expect("connect");
+    let stream = fleet::jetstream(client, &config)
+        .get_stream(fleet::DEFAULT_STREAM)
+        .await
+        .expect("stream");
+    for sequence in 1..=3 {
+        let message = stream.get_raw_message(sequence).await.expect("a message");
+        let traceparent = message
+            .headers
+            .get(fleet::TRACEPARENT_HEADER)
+            .expect("a traceparent header")
+            .to_string();
+        assert!(
+            traceparent.contains(&trace_id),
+            "{traceparent} is not of trace {trace_id}"
+        );
+    }
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_bound_over_the_servers_max_payload_is_refused_at_start() {
+    let cluster = NatsCluster::start(1);
+    let dir = tempfile::tempdir().expect("dir");
+    let err = IngestEngine::start_fleet(
+        IngestConfig {
+            max_event_bytes: 2 * 1024 * 1024,
+            ..IngestConfig::new(dir.path().join("wal"))
+        },
+        single_node(&cluster),
+        PublishArgs::default(),
+        lake(&dir.path().join("lake"), false).await,
+    )
+    .await
+    .expect_err("a 2 MiB event cannot be a NATS message of 1 MiB");
+    let text = err.to_string();
+    assert!(
+        text.contains("--max-event-bytes") && text.contains("max_payload (1048576)"),
+        "{text}"
+    );
+}

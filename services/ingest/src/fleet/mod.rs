@@ -196,6 +196,7 @@ impl clap::builder::TypedValueParser for LogTargetParser {
 /// The `--log` options, shared by `vesper ingest`, `vesper up` and
 /// `vesper lake-writer`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Fleet mode (--log nats://...)")]
 pub struct LogArgs {
     /// Where accepted events are logged before Ingest answers: `wal` (the
     /// local write-ahead log in --wal-dir, one machine) or the

@@ -74,12 +74,16 @@ const STATE_REFRESH: Duration = Duration::from_secs(1);
 const FLUSH_POLL: Duration = Duration::from_millis(100);
 /// How often a call waiting for the connection looks at it.
 const CONNECTION_POLL: Duration = Duration::from_millis(20);
+/// Bytes a message's headers take at most beside its payload (the id, the
+/// trace context, the protocol's framing).
+const MESSAGE_HEADROOM: u64 = 1024;
 /// First and largest wait between two tries of a call's publishes.
 const RETRY_INITIAL: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// The publisher's options (`vesper ingest` and `vesper up` in fleet mode).
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Fleet mode (--log nats://...)")]
 pub struct PublishArgs {
     /// Bound of the publishes of one Ingest call, retries through a leader
     /// election included; past it the call fails UNAVAILABLE (503 with
@@ -215,10 +219,24 @@ impl FleetEngine {
         let context = jetstream::context::ContextBuilder::new()
             .timeout(fleet.request_timeout)
             .max_ack_inflight(publish.max_publishes_in_flight)
+            // An ack abandoned by a failed call gives its in-flight slot
+            // back within the same bound, not the default 30 s.
+            .ack_timeout(fleet.request_timeout)
             .build(client.clone());
         let info =
             super::stream::ensure_stream_within(&context, &fleet.stream, fleet.start_timeout)
                 .await?;
+        // A message over the servers' max_payload can never be stored:
+        // refuse the bounds at start rather than every such call later.
+        let max_payload = client.server_info().max_payload as u64;
+        if max_payload > 0 && config.max_event_bytes + MESSAGE_HEADROOM > max_payload {
+            return Err(IngestError::Config {
+                message: format!(
+                    "--max-event-bytes ({}) plus the message headers does not fit the NATS servers' max_payload ({max_payload}); lower it or raise max_payload on the servers",
+                    config.max_event_bytes
+                ),
+            });
+        }
         tracing::info!(
             servers = fleet.servers_text(),
             stream = fleet.stream.name,

@@ -45,9 +45,11 @@
 //! machine lost) after the write, its NATS connection lost before the
 //! acks went out, or the consumer's leader lost before it replicated the
 //! ack — or a writer stalled longer than the ack wait with its
-//! in-progress acks not getting through. The redelivered message is
-//! batched anew, generally with other messages, so its new object has
-//! other sequence bounds and is a second copy. Each delivery of a message
+//! in-progress acks not getting through, or storage that wrote an object
+//! without confirming it while the writer was stopping (it hands the
+//! messages back). The redelivered message is batched anew, generally
+//! with other messages, so its new object has other sequence bounds and is
+//! a second copy. Each delivery of a message
 //! ends up in at most one object key (a writer holds a sequence number
 //! once, and a batch keeps its key across retries), so:
 //!
