@@ -12,6 +12,8 @@
 //!   against each other at start.
 //! - [`lake`]: where and how events land in the lake (partitions, keys,
 //!   the NDJSON line).
+//! - [`fleet`]: fleet mode, where accepted events go to a NATS JetStream
+//!   stream shared by several replicas instead of the local log (`--log`).
 //!
 //! # Guarantees
 //!
@@ -24,6 +26,10 @@
 //! backlog), and docs/ingest.md lists every guarantee, every limit and
 //! what a client gets past it. The log's format is described in the `wal`
 //! module and in docs/ingest.md.
+//!
+//! In fleet mode an OK means every accepted event was acknowledged by the
+//! stream (stored on a quorum of its replicas); docs/fleet.md says what
+//! that does and does not promise.
 
 mod batching;
 mod config;

@@ -35,8 +35,9 @@
 //!
 //! # Files
 //!
-//! This file holds the shared state and the public face (start, ingest,
-//! flush, stats, shutdown); `committer.rs` the log writer thread,
+//! This file holds the shared state, the single-node engine's face (start,
+//! ingest, flush, stats, shutdown; [`crate::IngestEngine`] puts it behind
+//! the public one) and `prepare`, the filter and checks both logs share; `committer.rs` the log writer thread,
 //! `flusher.rs` the flusher task and the lake writes, `backlog.rs` the
 //! events waiting in the log only and the replay index.
 //!

@@ -223,8 +223,8 @@ pub struct LogArgs {
     )]
     pub stream: String,
 
-    /// Subjects of the stream: events go to PREFIX.<hours since epoch of
-    /// the event time>.
+    /// Subjects of the stream: events go to PREFIX.HOUR, HOUR being the
+    /// hours since the epoch of the event time.
     #[arg(
         long,
         env = "VESPER_SUBJECT_PREFIX",

@@ -269,8 +269,9 @@ impl WriterConfig {
 
     /// The smallest `max_ack_pending` the writer works with: every message
     /// it may hold (a full batch of every partition its memory bound lets
-    /// it keep open), counted in lines of [`SIZING_LINE_BYTES`], and never
-    /// less than a full batch by count or one pull.
+    /// it keep open), counted in lines of 256 bytes (an upstream event's
+    /// is about 400), and never less than a full batch by count or one
+    /// pull.
     pub fn required_max_ack_pending(&self) -> i64 {
         let by_bytes = self.max_held_bytes / SIZING_LINE_BYTES;
         let by_count = u64::from(self.rules.batch_size)
