@@ -23,6 +23,11 @@ const STREAM: &str = "VESPER_EVENTS";
 /// Short batches, so that objects are written while a test runs.
 const BATCH_AGE: &str = "200ms";
 
+/// One fleet at a time in this process: a cluster, its replicas and
+/// writers are a dozen processes, and 2 cores shared by four fleets make
+/// leader elections and publishes slow enough to hit their bounds.
+static ONE_FLEET: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn path_arg(path: &Path) -> String {
     path.display().to_string()
 }
@@ -130,6 +135,7 @@ async fn stream_cluster(url: &str) -> Option<async_nats::jetstream::stream::Clus
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_store_one_copy_and_the_resend_is_reported_as_duplicates() {
+    let _one_fleet = ONE_FLEET.lock().await;
     let cluster = NatsCluster::start(3);
     let lake = tempfile::tempdir().expect("lake");
     let (wal_a, wal_b) = (
@@ -161,6 +167,7 @@ async fn two_replicas_store_one_copy_and_the_resend_is_reported_as_duplicates() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_node_killed_under_load_loses_nothing_and_rejoins() {
+    let _one_fleet = ONE_FLEET.lock().await;
     let mut cluster = NatsCluster::start(3);
     let lake = tempfile::tempdir().expect("lake");
     let wal = tempfile::tempdir().expect("wal");
@@ -222,6 +229,7 @@ async fn a_nats_node_killed_under_load_loses_nothing_and_rejoins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_cluster_down_is_503_then_recovers_without_a_restart() {
+    let _one_fleet = ONE_FLEET.lock().await;
     let mut cluster = NatsCluster::start(3);
     let lake = tempfile::tempdir().expect("lake");
     let wal = tempfile::tempdir().expect("wal");
@@ -330,6 +338,7 @@ async fn held_messages(http: &reqwest::Client, writer: &VesperProcess) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lake_writers_killed_mid_batch_lose_nothing_and_copy_within_the_bound() {
+    let _one_fleet = ONE_FLEET.lock().await;
     const KILLS: usize = 3;
     let cluster = NatsCluster::start(3);
     let lake = tempfile::tempdir().expect("lake");
