@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use vesper_tests::{compose_config, docker_compose, vesper_bin, workspace_root};
+use vesper_tests::{compose_config_with_profiles, docker_compose, vesper_bin, workspace_root};
 
 /// What a run of the checker said.
 struct Verdict {
@@ -99,8 +99,8 @@ const MUTATIONS: &[Mutation] = &[
         compose: |c| {
             replace_once(
                 c,
-                "--datasource-addr=datasource:50052",
-                "--datasource-addr=data-source:50052",
+                "--datasource-addr=datasource:50052\n      - --ingest-addr=ingest:50053",
+                "--datasource-addr=data-source:50052\n      - --ingest-addr=ingest:50053",
             )
         },
         env_file: KEEP,
@@ -205,8 +205,8 @@ const MUTATIONS: &[Mutation] = &[
         compose: |c| {
             replace_once(
                 c,
-                "--grpc-addr=0.0.0.0:50053",
-                "--grpc-addr=127.0.0.1:50053",
+                "--grpc-addr=0.0.0.0:50053\n      - --storage-addr=storage:50051\n      - --wal-dir",
+                "--grpc-addr=127.0.0.1:50053\n      - --storage-addr=storage:50051\n      - --wal-dir",
             )
         },
         env_file: KEEP,
@@ -282,7 +282,13 @@ const MUTATIONS: &[Mutation] = &[
     },
     Mutation {
         mistake: "a key compose does not know",
-        compose: |c| replace_once(c, "stop_grace_period: 30s", "stop_grace_periods: 30s"),
+        compose: |c| {
+            replace_once(
+                c,
+                "stop_grace_period: 30s\n    healthcheck:\n      test: [\"CMD\", \"vesper\", \"healthcheck\", \"--grpc=",
+                "stop_grace_periods: 30s\n    healthcheck:\n      test: [\"CMD\", \"vesper\", \"healthcheck\", \"--grpc=",
+            )
+        },
         env_file: KEEP,
         dockerfile: KEEP,
         expected: &[
@@ -444,6 +450,107 @@ const MUTATIONS: &[Mutation] = &[
         dockerfile: KEEP,
         expected: &["batch: is given S3_PASSWORD (the value of MINIO_ROOT_PASSWORD)"],
     },
+    Mutation {
+        mistake: "a NATS node in the default `up`, outside profile fleet",
+        compose: |c| {
+            replace_once(
+                c,
+                "  profiles: [fleet]\n  restart: unless-stopped\n  configs:",
+                "  restart: unless-stopped\n  configs:",
+            )
+        },
+        env_file: KEEP,
+        dockerfile: KEEP,
+        expected: &["nats-1: is part of the fleet but not only in profile fleet"],
+    },
+    Mutation {
+        mistake: "a NATS node that does not route to one of the others",
+        compose: |c| {
+            replace_once(
+                c,
+                "--routes=nats://nats-1:6222,nats://nats-3:6222",
+                "--routes=nats://nats-1:6222",
+            )
+        },
+        env_file: KEEP,
+        dockerfile: KEEP,
+        expected: &["nats-2: does not route to nats-3"],
+    },
+    Mutation {
+        mistake: "a route to a NATS node's client port instead of its cluster port",
+        compose: |c| {
+            replace_once(
+                c,
+                "--routes=nats://nats-2:6222,nats://nats-3:6222",
+                "--routes=nats://nats-2:4222,nats://nats-3:6222",
+            )
+        },
+        env_file: KEEP,
+        dockerfile: KEEP,
+        expected: &["nats-1: routes to nats-2:4222, but nats-2's cluster port is 6222"],
+    },
+    Mutation {
+        mistake: "an ingest replica that does not know every NATS node",
+        compose: |c| {
+            replace_once(
+                c,
+                "      - *fleet-log\n      - --metrics-addr=0.0.0.0:9464\n    environment:\n      <<: *vesper-env\n      OTEL_SERVICE_NAME: vesper-ingest-2",
+                "      - --log=nats://nats-1:4222,nats://nats-2:4222\n      - --metrics-addr=0.0.0.0:9464\n    environment:\n      <<: *vesper-env\n      OTEL_SERVICE_NAME: vesper-ingest-2",
+            )
+        },
+        env_file: KEEP,
+        dockerfile: KEEP,
+        expected: &["ingest-2: --log does not name nats-3"],
+    },
+    Mutation {
+        mistake: "NATS nodes without a health check",
+        compose: |c| {
+            replace_once(
+                c,
+                "    test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:8222/healthz\"]\n    <<: *health-timing\n",
+                "    disable: true\n",
+            )
+        },
+        env_file: KEEP,
+        dockerfile: KEEP,
+        expected: &["nats-1: has no health check"],
+    },
+    Mutation {
+        mistake: "a NATS health check with a tool its image does not have",
+        compose: |c| replace_once(c, "image: nats:2.15.0-alpine3.22", "image: nats:2.15.0"),
+        env_file: KEEP,
+        dockerfile: KEEP,
+        expected: &["nats-1: health check runs wget, which the image nats:2.15.0 does not have"],
+    },
+    Mutation {
+        mistake: "a JetStream store outside the node's volume",
+        compose: |c| replace_once(c, "nats-3-data:/data", "nats-3-data:/var/lib/nats"),
+        env_file: KEEP,
+        dockerfile: KEEP,
+        expected: &["nats-3: the JetStream store /data is not on a volume"],
+    },
+    Mutation {
+        mistake: "JetStream acknowledging writes it has not fsynced",
+        compose: |c| replace_once(c, "        sync_interval: always\n", ""),
+        env_file: KEEP,
+        dockerfile: KEEP,
+        expected: &["nats-1: JetStream's sync_interval is the default (2m), not always"],
+    },
+    Mutation {
+        mistake: "S3 credentials handed to a lake writer, which writes through storage",
+        compose: |c| {
+            replace_once(
+                c,
+                "      OTEL_SERVICE_NAME: vesper-lake-writer-1\n",
+                "      OTEL_SERVICE_NAME: vesper-lake-writer-1\n      AWS_SECRET_ACCESS_KEY: ${MINIO_ROOT_PASSWORD:?copy .env.example to .env}\n",
+            )
+        },
+        env_file: KEEP,
+        dockerfile: KEEP,
+        expected: &[
+            "lake-writer-1: is given AWS_SECRET_ACCESS_KEY (the value of MINIO_ROOT_PASSWORD) but does not use S3",
+        ],
+    },
 ];
 
 fn real_files() -> (String, String, String) {
@@ -464,9 +571,10 @@ fn the_compose_file_passes_every_check() {
     });
     assert_eq!(verdict.code, Some(0), "{}", verdict.output);
     assert!(
-        verdict
-            .output
-            .contains("docker-compose.yml is valid; 7 vesper services checked"),
+        verdict.output.contains(
+            "docker-compose.yml is valid; 7 vesper services checked against the binary, \
+                 and 6 more in profiles"
+        ),
         "{}",
         verdict.output
     );
@@ -552,7 +660,8 @@ fn a_missing_compose_binary_is_an_error_not_a_pass() {
 #[test]
 fn the_compose_docs_describe_the_compose_file() {
     let section = real_file("docs/compose.md");
-    let model = compose_config();
+    // The services of every profile: `config` leaves out inactive ones.
+    let model = compose_config_with_profiles(&["*"]);
     let services = model["services"].as_object().expect("services");
     let mut missing = Vec::new();
     for (name, service) in services {

@@ -7,7 +7,10 @@
 //! request's latency counts from when it was due, unless the connection was
 //! free then: then from when the generator's timer woke to send it.
 //!
-//! `webhook_load URL SECONDS CONNECTIONS [EVENTS_PER_SECOND]`
+//! `webhook_load URL[,URL...] SECONDS CONNECTIONS [EVENTS_PER_SECOND]`
+//!
+//! With several URLs (replicas of a fleet) the connections are spread over
+//! them in turn, as a round-robin load balancer would.
 
 #![allow(clippy::print_stdout, missing_docs)]
 
@@ -63,10 +66,10 @@ struct Tally {
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let [_, url, seconds, connections, rest @ ..] = args.as_slice() else {
-        eprintln!("usage: webhook_load URL SECONDS CONNECTIONS [EVENTS_PER_SECOND]");
+        eprintln!("usage: webhook_load URL[,URL...] SECONDS CONNECTIONS [EVENTS_PER_SECOND]");
         std::process::exit(2);
     };
-    let url = Arc::new(url.clone());
+    let urls: Vec<Arc<String>> = url.split(',').map(|url| Arc::new(url.to_owned())).collect();
     let duration = Duration::from_secs_f64(seconds.parse().expect("SECONDS"));
     let connections: u64 = connections.parse().expect("CONNECTIONS");
     let rate: Option<f64> = rest
@@ -82,7 +85,7 @@ async fn main() {
     let mut tasks = Vec::new();
     for connection in 0..connections {
         let client = client.clone();
-        let url = Arc::clone(&url);
+        let url = Arc::clone(&urls[connection as usize % urls.len()]);
         // At a fixed rate each connection sends its share on a schedule;
         // a late answer does not push the schedule back (no coordinated
         // omission: latency counts from when the request was due).

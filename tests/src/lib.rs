@@ -35,6 +35,9 @@ pub use process::{VesperProcess, vesper_bin};
 pub use prometheus::{Sample, Scrape};
 pub use relay::Relay;
 pub use s3::{ACCESS_KEY_ID, REGION, S3Server, SECRET_ACCESS_KEY, unique_bucket};
-pub use tools::{compose_config, compose_config_with, docker_compose, tool, workspace_root};
+pub use tools::{
+    compose_config, compose_config_with, compose_config_with_profiles, docker_compose, tool,
+    workspace_root,
+};
 pub use upstream::{CONTENT_ITEMS, EventFaults, ReplicaOptions, USERS, UpstreamReplica};
 pub use wait::{eventually, eventually_blocking};

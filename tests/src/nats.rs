@@ -21,6 +21,9 @@ use crate::tools::tool;
 /// How long a node may take to start and a cluster to elect its meta leader.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Clusters started by this process, for unique cluster names.
+static CLUSTERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// The guard: starts the server, reports its pid, and kills it once stdin
 /// closes (the test process went away) or the test kills the guard.
 const GUARD: &str = r#""$@" & server=$!
@@ -74,7 +77,14 @@ impl NatsCluster {
             })
             .collect();
         let mut cluster = Self {
-            name: format!("vesper-test-{}", std::process::id()),
+            // Unique per cluster, not only per process: a route to a port
+            // that another test's cluster reused must be refused, not join
+            // the two clusters into one.
+            name: format!(
+                "vesper-test-{}-{}",
+                std::process::id(),
+                CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
             nodes,
             dir,
         };

@@ -59,12 +59,21 @@ pub fn docker_compose() -> PathBuf {
 /// normalizes it (`docker compose config --format json`), interpolated
 /// with .env.example alone: the caller's environment cannot change it.
 pub fn compose_config() -> serde_json::Value {
-    compose_config_with(&[])
+    compose_config_of(&[], &[])
 }
 
 /// [`compose_config`] of docker-compose.yml with these override files
 /// (relative to the repository root) on top, as `-f` adds them.
 pub fn compose_config_with(overrides: &[&str]) -> serde_json::Value {
+    compose_config_of(overrides, &[])
+}
+
+/// [`compose_config`] with these profiles active (`"*"`: every profile).
+pub fn compose_config_with_profiles(profiles: &[&str]) -> serde_json::Value {
+    compose_config_of(&[], profiles)
+}
+
+fn compose_config_of(overrides: &[&str], profiles: &[&str]) -> serde_json::Value {
     let root = workspace_root();
     let mut command = std::process::Command::new(docker_compose());
     command.arg("-f").arg(root.join("docker-compose.yml"));
@@ -75,9 +84,11 @@ pub fn compose_config_with(overrides: &[&str]) -> serde_json::Value {
         .arg("--env-file")
         .arg(root.join(".env.example"))
         .arg("--project-directory")
-        .arg(&root)
-        .args(["config", "--format", "json"])
-        .env_clear();
+        .arg(&root);
+    for profile in profiles {
+        command.args(["--profile", profile]);
+    }
+    command.args(["config", "--format", "json"]).env_clear();
     for kept in ["PATH", "HOME"] {
         if let Some(value) = std::env::var_os(kept) {
             command.env(kept, value);
