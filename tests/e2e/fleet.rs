@@ -423,3 +423,104 @@ async fn lake_writers_killed_mid_batch_lose_nothing_and_copy_within_the_bound() 
     let distinct: BTreeSet<&String> = in_lake.keys().collect();
     assert_eq!(distinct.len(), acknowledged.len(), "{in_lake:?}");
 }
+
+/// A NATS server that asks for TLS and a token: fleet mode reaches it with
+/// `--log-ca` and `--log-token-file`, is refused without them (naming the
+/// cause within `--log-start-timeout`), and never logs the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_mode_reaches_nats_over_tls_with_a_token_and_never_logs_it() {
+    let _one = ONE_FLEET.lock().await;
+    let work = tempfile::tempdir().expect("a work dir");
+    let certs = work.path().join("certs");
+    let made = VesperProcess::run(&["certs", "--out", &path_arg(&certs)], &[]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    const TOKEN: &str = "nats-token-9f1c2e7d4b";
+    let token_file = work.path().join("nats.token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("write the token file");
+    let cluster = NatsCluster::start_with(
+        1,
+        &format!(
+            "tls {{ cert_file: \"{}\", key_file: \"{}\" }}\nauthorization {{ token: \"{TOKEN}\" }}\n",
+            path_arg(&certs.join("server.pem")),
+            path_arg(&certs.join("server-key.pem")),
+        ),
+    );
+    let ingest_args = |wal: &str, extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "ingest",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--storage-addr",
+            &unserved_addr().to_string(),
+            "--log",
+            &cluster.urls(),
+            "--stream-replicas",
+            "1",
+            "--log-start-timeout",
+            "3s",
+            "--wal-dir",
+        ]
+        .iter()
+        .map(|arg| (*arg).to_owned())
+        .collect();
+        args.push(path_arg(&work.path().join(wal)));
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+        args
+    };
+
+    // Without the CA the server's certificate is not trusted; without the
+    // token the server refuses the connection.
+    let ca = path_arg(&certs.join("ca.pem"));
+    let token = path_arg(&token_file);
+    for (wal, extra) in [
+        ("wal-no-ca", vec!["--log-token-file", token.as_str()]),
+        ("wal-no-token", vec!["--log-ca", ca.as_str()]),
+    ] {
+        let args = ingest_args(wal, &extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let refused = VesperProcess::run(&args, &[]);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "started without {wal}: {stderr}");
+        assert!(stderr.contains(&cluster.url(0)), "{wal}: {stderr}");
+        assert!(!stderr.contains(TOKEN), "{wal} logged the token: {stderr}");
+    }
+
+    let args = ingest_args(
+        "wal",
+        &["--log-ca", ca.as_str(), "--log-token-file", token.as_str()],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let ingest = VesperProcess::start(&args, &[("RUST_LOG", "debug".to_owned())]);
+    let answer = vesper_tests::Grpcurl::new(ingest.grpc_addr())
+        .call(
+            "vesper.v1.EventIngest/Ingest",
+            r#"{"events":[
+                {"eventId":"6a1f0c3e-2b4d-4e8f-9a0b-1c2d3e4f5a6b","userId":"user_7",
+                 "eventType":"EVENT_TYPE_PURCHASE","source":"SOURCE_WEB",
+                 "timestamp":"2026-11-25T21:04:05Z",
+                 "properties":{"purchase":{"amount":12.5,"productId":"prod_7"}}}]}"#,
+        )
+        .expect("an Ingest call over the TLS connection");
+    assert_eq!(answer["accepted"], 1, "{answer}");
+    // Stats reads the stream's state over the same connection, once a second.
+    let grpcurl = vesper_tests::Grpcurl::new(ingest.grpc_addr());
+    eventually(
+        "Stats to show the event in the stream",
+        Duration::from_secs(30),
+        async || {
+            grpcurl
+                .call("vesper.v1.EventIngest/Stats", "{}")
+                .is_ok_and(|stats| stats["streamMessages"] == "1")
+        },
+    )
+    .await;
+    assert!(
+        !ingest.log().contains(TOKEN),
+        "the token is in the log:\n{}",
+        ingest.log()
+    );
+}

@@ -40,6 +40,8 @@ pub struct NatsCluster {
     name: String,
     nodes: Vec<NatsNode>,
     dir: tempfile::TempDir,
+    /// Appended to every node's configuration.
+    extra: String,
 }
 
 #[derive(Debug)]
@@ -63,6 +65,13 @@ impl NatsCluster {
     /// Starts a cluster of `nodes` JetStream servers and waits until every
     /// node serves clients and the cluster has a metadata leader.
     pub fn start(nodes: usize) -> Self {
+        Self::start_with(nodes, "")
+    }
+
+    /// [`NatsCluster::start`] with `extra` appended to every node's
+    /// configuration file (e.g. a `tls { ... }` or `authorization { ... }`
+    /// block).
+    pub fn start_with(nodes: usize, extra: &str) -> Self {
         assert!(nodes >= 1, "a cluster needs at least one node");
         let dir = tempfile::tempdir().expect("a temp dir for the NATS stores");
         // JetStream clustering needs every route known up front, so the
@@ -87,6 +96,7 @@ impl NatsCluster {
             ),
             nodes,
             dir,
+            extra: extra.to_owned(),
         };
         for index in 0..cluster.nodes.len() {
             cluster.spawn(index);
@@ -234,6 +244,7 @@ impl NatsCluster {
                 self.name, node.route
             );
         }
+        config.push_str(&self.extra);
         config
     }
 
