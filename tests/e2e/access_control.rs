@@ -3,7 +3,7 @@
 //! client. A missing token, a wrong one and one without the right each get
 //! their own answer naming what is missing; the right token gets through;
 //! health stays open; services call each other with their own tokens; and
-//! no token shows in a log or a metric.
+//! no token shows in a log, a span or a metric.
 
 use std::{
     path::{Path, PathBuf},
@@ -12,7 +12,8 @@ use std::{
 
 use serde_json::{Value, json};
 use vesper_tests::{
-    Grpcurl, GrpcurlError, VesperProcess, event_id, eventually, lake_event_ids, upstream_event,
+    Grpcurl, GrpcurlError, OtlpCollector, VesperProcess, event_id, eventually, lake_event_ids,
+    upstream_event,
 };
 
 /// grpcurl exits with 64 + the gRPC code of a failed call.
@@ -394,6 +395,10 @@ async fn services_call_each_other_with_their_own_tokens() {
     let inspector = issue("inspector", "lake:read");
     let gateway_to_ingest = issue("gateway", "events:write,source:read,status:read");
     let sender = issue("sender", "events:write");
+    // Every process exports its spans here, to check that no token rides
+    // along in a span's attributes or events.
+    let collector = OtlpCollector::start().await;
+    let traced = collector.env();
 
     let storage = VesperProcess::start(
         &[
@@ -409,7 +414,7 @@ async fn services_call_each_other_with_their_own_tokens() {
                 &[&ingest_to_storage, &inspector],
             ),
         ],
-        &[],
+        &traced,
     );
     let ingest = VesperProcess::start(
         &[
@@ -431,7 +436,7 @@ async fn services_call_each_other_with_their_own_tokens() {
                 &ingest_to_storage.token,
             )),
         ],
-        &[],
+        &traced,
     );
     let gateway_args = |peer_token: Option<&str>| {
         let mut args = vec![
@@ -456,12 +461,12 @@ async fn services_call_each_other_with_their_own_tokens() {
     let with_token = gateway_args(Some(&peer_token));
     let gateway = VesperProcess::start(
         &with_token.iter().map(String::as_str).collect::<Vec<_>>(),
-        &[],
+        &traced,
     );
     let without_token = gateway_args(None);
     let tokenless_gateway = VesperProcess::start(
         &without_token.iter().map(String::as_str).collect::<Vec<_>>(),
-        &[],
+        &traced,
     );
 
     let http = reqwest::Client::new();
@@ -507,5 +512,22 @@ async fn services_call_each_other_with_their_own_tokens() {
     let everything = [&ingest_to_storage, &inspector, &gateway_to_ingest, &sender];
     for process in [&storage, &ingest, &gateway, &tokenless_gateway] {
         assert_no_token("log", &process.log(), &everything);
+    }
+    let spans = collector
+        .wait_for(Duration::from_secs(30), |spans| {
+            [
+                "vesper.v1.EventIngest/Ingest",
+                "vesper.v1.Storage/PutObject",
+            ]
+            .iter()
+            .all(|name| spans.iter().any(|span| span.name() == *name))
+        })
+        .await;
+    for span in &spans {
+        assert_no_token(
+            &format!("span {} of {}", span.name(), span.service),
+            &format!("{:?}", span.span),
+            &everything,
+        );
     }
 }
