@@ -644,6 +644,39 @@ fn parse_duplicate_window(text: &str) -> Result<Duration, ParseError> {
     Ok(duration)
 }
 
+/// Runs `attempt` again (with capped, jittered backoff) while the cluster
+/// does not answer (`LogUnavailable`), for up to `timeout`: a fleet may
+/// start before its NATS cluster. Any other outcome ends the wait at once.
+pub(crate) async fn while_cluster_starts<T>(
+    timeout: Duration,
+    mut attempt: impl AsyncFnMut() -> Result<T, IngestError>,
+) -> Result<T, IngestError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut failures = 0;
+    loop {
+        match attempt().await {
+            Err(IngestError::LogUnavailable { message }) => {
+                failures += 1;
+                let wait = vesper::retry::full_jitter(vesper::retry::backoff_bound(
+                    Duration::from_millis(100),
+                    Duration::from_secs(2),
+                    failures,
+                ));
+                if tokio::time::Instant::now() + wait >= deadline {
+                    return Err(IngestError::LogUnavailable {
+                        message: format!(
+                            "{message} (still failing after {timeout:?}, --log-start-timeout)"
+                        ),
+                    });
+                }
+                tracing::info!(%message, "waiting for the NATS cluster");
+                tokio::time::sleep(wait).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;

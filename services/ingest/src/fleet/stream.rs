@@ -1,7 +1,7 @@
 //! The stream of accepted events: created with the fleet's settings, or,
 //! when it exists, checked against them, every difference named.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::{
     self, ErrorCode,
@@ -179,30 +179,7 @@ pub async fn ensure_stream_within(
     settings: &StreamSettings,
     timeout: Duration,
 ) -> Result<jetstream::stream::Info, IngestError> {
-    let deadline = Instant::now() + timeout;
-    let mut failures = 0;
-    loop {
-        match ensure_stream(context, settings).await {
-            Err(IngestError::LogUnavailable { message }) => {
-                failures += 1;
-                let wait = vesper::retry::full_jitter(vesper::retry::backoff_bound(
-                    Duration::from_millis(100),
-                    Duration::from_secs(2),
-                    failures,
-                ));
-                if Instant::now() + wait >= deadline {
-                    return Err(IngestError::LogUnavailable {
-                        message: format!(
-                            "{message} (still failing after {timeout:?}, --log-start-timeout)"
-                        ),
-                    });
-                }
-                tracing::info!(%message, "waiting for the NATS cluster");
-                tokio::time::sleep(wait).await;
-            }
-            other => return other,
-        }
-    }
+    super::while_cluster_starts(timeout, async || ensure_stream(context, settings).await).await
 }
 
 fn check(settings: &StreamSettings, found: &Config, wanted: &Config) -> Result<(), IngestError> {

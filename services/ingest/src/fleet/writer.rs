@@ -468,30 +468,7 @@ pub async fn ensure_consumer_within(
     config: &WriterConfig,
     timeout: Duration,
 ) -> Result<PullConsumer, IngestError> {
-    let deadline = Instant::now() + timeout;
-    let mut failures = 0;
-    loop {
-        match ensure_consumer(context, config).await {
-            Err(IngestError::LogUnavailable { message }) => {
-                failures += 1;
-                let wait = vesper::retry::full_jitter(vesper::retry::backoff_bound(
-                    Duration::from_millis(100),
-                    Duration::from_secs(2),
-                    failures,
-                ));
-                if Instant::now() + wait >= deadline {
-                    return Err(IngestError::LogUnavailable {
-                        message: format!(
-                            "{message} (still failing after {timeout:?}, --log-start-timeout)"
-                        ),
-                    });
-                }
-                tracing::info!(%message, "waiting for the NATS cluster");
-                tokio::time::sleep(wait).await;
-            }
-            other => return other,
-        }
-    }
+    super::while_cluster_starts(timeout, async || ensure_consumer(context, config).await).await
 }
 
 /// What a writer has done since it started, and what it holds.
