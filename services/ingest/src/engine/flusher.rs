@@ -36,26 +36,8 @@ impl WalEngine {
                 continue;
             }
             let mut result = self.flush_round(&jobs, forced).await;
-            // A flush on request writes the backlog too, a memory window at
-            // a time.
-            while forced && result.is_ok() && self.shared.lock().backlog_floor.is_some() {
-                let (ack, acked) = oneshot::channel();
-                if jobs.send(Job::ReadBacklog { ack }).is_err() || acked.await.is_err() {
-                    break;
-                }
-                let more = self.flush_round(&jobs, forced).await;
-                match (&mut result, more) {
-                    // Reading made no progress (a read error, logged): stop
-                    // rather than spin; the backlog is read after the next
-                    // flush.
-                    (Ok(_), Ok(outcome)) if outcome.keys.is_empty() => break,
-                    (Ok(so_far), Ok(outcome)) => {
-                        so_far.events += outcome.events;
-                        so_far.keys.extend(outcome.keys);
-                    }
-                    (_, Err(err)) => result = Err(err),
-                    (Err(_), Ok(_)) => {}
-                }
+            if forced {
+                self.flush_backlog(&jobs, &mut result).await;
             }
             match &result {
                 Ok(_) => {
@@ -81,6 +63,47 @@ impl WalEngine {
         }
         for waiter in std::iter::from_fn(|| requests.try_recv().ok()) {
             let _ = waiter.send(Err(IngestError::EngineStopped));
+        }
+    }
+
+    /// The rest of a flush on request, after its first round: the backlog
+    /// too, a memory window at a time, until a round has cut everything
+    /// accepted before the request.
+    ///
+    /// The log writer moves events from the log into memory on its own
+    /// (the read after a restart, the read after each reclaim), so events
+    /// may arrive in memory after a round's cut, and the backlog may end
+    /// meanwhile. Only a round that starts after the backlog was seen empty
+    /// has cut them all; stopping as soon as the backlog is empty once
+    /// answered a Flush with events still waiting in memory.
+    async fn flush_backlog(
+        &self,
+        jobs: &Sender<Job>,
+        result: &mut Result<FlushOutcome, IngestError>,
+    ) {
+        while result.is_ok() {
+            let backlog_left = self.shared.lock().backlog_floor.is_some();
+            if backlog_left {
+                let (ack, acked) = oneshot::channel();
+                if jobs.send(Job::ReadBacklog { ack }).is_err() || acked.await.is_err() {
+                    return;
+                }
+            }
+            let more = self.flush_round(jobs, true).await;
+            let progressed = more.as_ref().is_ok_and(|outcome| !outcome.keys.is_empty());
+            match (&mut *result, more) {
+                (Ok(so_far), Ok(outcome)) => {
+                    so_far.events += outcome.events;
+                    so_far.keys.extend(outcome.keys);
+                }
+                (_, Err(err)) => *result = Err(err),
+                (Err(_), Ok(_)) => {}
+            }
+            // Reading made no progress (a read error, logged): stop rather
+            // than spin; the backlog is read after the next flush.
+            if !backlog_left || !progressed {
+                return;
+            }
         }
     }
 
