@@ -217,12 +217,12 @@ struct FillableFile {
 }
 
 impl WalFile for FillableFile {
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+    fn write_all_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
         if self.full.load(Ordering::SeqCst) {
-            self.inner.write_all(&bytes[..bytes.len() / 2])?;
+            self.inner.write_all_at(offset, &bytes[..bytes.len() / 2])?;
             return Err(no_space());
         }
-        self.inner.write_all(bytes)
+        self.inner.write_all_at(offset, bytes)
     }
 
     fn sync_data(&mut self) -> io::Result<()> {

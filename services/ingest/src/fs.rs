@@ -6,13 +6,13 @@
 use std::{
     fmt,
     fs::{File, OpenOptions},
-    io::{self, Write},
+    io::{self, Seek, SeekFrom, Write},
     path::Path,
 };
 
 /// Creates, syncs and removes the log's files. [`StdFs`] is the real one.
 pub trait WalFs: Send + Sync + fmt::Debug + 'static {
-    /// Creates a new, empty file for appending; fails if it exists.
+    /// Creates a new, empty file for writing; fails if it exists.
     fn create(&self, path: &Path) -> io::Result<Box<dyn WalFile>>;
 
     /// Replaces `path` with `bytes` atomically and durably (temp file,
@@ -26,13 +26,14 @@ pub trait WalFs: Send + Sync + fmt::Debug + 'static {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
 }
 
-/// A file the log appends to.
+/// A file the log writes to: a segment, written front to back, some of
+/// it over zeros written ahead of time.
 pub trait WalFile: Send + fmt::Debug {
-    /// Appends all of `bytes`; on error, any prefix of them may have been
-    /// written.
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Writes all of `bytes` at `offset`; on error, any prefix of them may
+    /// have been written.
+    fn write_all_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()>;
 
-    /// Makes the appended bytes durable (fdatasync).
+    /// Makes the written bytes durable (fdatasync).
     fn sync_data(&mut self) -> io::Result<()>;
 
     /// Cuts the file to `len` bytes (to drop a partial append).
@@ -45,10 +46,9 @@ pub struct StdFs;
 
 impl WalFs for StdFs {
     fn create(&self, path: &Path) -> io::Result<Box<dyn WalFile>> {
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(path)?;
+        // Not in append mode: writes go to an offset, over the zeros a
+        // segment is filled with ahead of time.
+        let file = OpenOptions::new().create_new(true).write(true).open(path)?;
         Ok(Box::new(StdFile(file)))
     }
 
@@ -86,7 +86,8 @@ impl WalFs for StdFs {
 struct StdFile(File);
 
 impl WalFile for StdFile {
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+    fn write_all_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        self.0.seek(SeekFrom::Start(offset))?;
         self.0.write_all(bytes)
     }
 

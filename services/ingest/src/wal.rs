@@ -59,6 +59,18 @@
 //! partial record is ever followed by a good one; if even that fails, the
 //! segment is sealed and the next append starts a new one.
 //!
+//! Segments are written over zeros written ahead of time: once the active
+//! segment is a quarter full, a helper thread creates the next one and
+//! fills it with zeros up to the segment size (fdatasynced). An append
+//! inside that space changes no file size, so its `fdatasync` flushes the
+//! data alone, where a growing file makes every sync also commit the new
+//! size to the file system's journal, which it shares with every other
+//! file's sync (the lake's among them): the tail latency of an
+//! acknowledgement. A frame never starts with zeros (every record has a
+//! payload), so where only zeros remain a segment's data ends. The first
+//! segment after a start, and any segment whose filling failed, simply
+//! grows as it is written.
+//!
 //! # Reclaiming
 //!
 //! A sealed segment is deleted once every event in it, and in every older
@@ -79,7 +91,10 @@ use prost::Message;
 use prost_types::Timestamp;
 use vesper::v1::Event;
 
-use crate::{IngestError, fs::WalFs};
+use crate::{
+    IngestError,
+    fs::{WalFile, WalFs},
+};
 
 /// Bytes before each record's payload: length and checksum.
 const FRAME_HEADER: usize = 8;
@@ -260,6 +275,8 @@ pub(crate) enum FrameFault {
     Checksum,
     /// The payload is not a record.
     Undecodable,
+    /// Zeros where a frame should start, with data after them.
+    Blank,
 }
 
 impl FrameFault {
@@ -269,6 +286,7 @@ impl FrameFault {
             Self::PartialPayload => "a partial record",
             Self::Checksum => "a checksum mismatch",
             Self::Undecodable => "an undecodable record",
+            Self::Blank => "zeros where a record should start",
         }
     }
 }
@@ -296,6 +314,9 @@ fn read_frame(bytes: &[u8], offset: usize) -> Result<(Record, usize), FrameFault
     };
     let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
     let checksum = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if length == 0 {
+        return Err(FrameFault::Blank);
+    }
     let length_usize = usize::try_from(length).unwrap_or(usize::MAX);
     if length > MAX_PAYLOAD || length_usize > body.len() {
         return Err(FrameFault::PartialPayload);
@@ -325,7 +346,8 @@ fn resync(bytes: &[u8], from: usize) -> Option<usize> {
 /// Reads every frame of `bytes`: each record with its offset and the
 /// offset after it, in order, until `visit` breaks. Damaged stretches are
 /// skipped (reading resumes at the next frame that checks) and returned.
-/// Returns the offset where reading stopped (`bytes.len()` at the end).
+/// Returns the offset where reading stopped: where `visit` broke, where
+/// the zeros written ahead of the data begin, else `bytes.len()`.
 pub(crate) fn scan_frames(
     bytes: &[u8],
     mut visit: impl FnMut(usize, usize, Record) -> ControlFlow<()>,
@@ -341,6 +363,9 @@ pub(crate) fn scan_frames(
                 }
                 offset = next;
             }
+            Err(_) if bytes[offset..].iter().all(|byte| *byte == 0) => {
+                return (offset, damages);
+            }
             Err(fault) => match resync(bytes, offset + 1) {
                 Some(next) => {
                     damages.push(Damage {
@@ -352,9 +377,14 @@ pub(crate) fn scan_frames(
                     offset = next;
                 }
                 None => {
+                    // The zeros after a torn write are not part of it.
+                    let end = bytes
+                        .iter()
+                        .rposition(|byte| *byte != 0)
+                        .map_or(offset, |last| last + 1);
                     damages.push(Damage {
                         offset,
-                        len: bytes.len() - offset,
+                        len: end - offset,
                         fault,
                         at_end: true,
                     });
@@ -396,7 +426,7 @@ struct Segment {
 #[derive(Debug)]
 struct ActiveSegment {
     segment: Segment,
-    file: Box<dyn crate::fs::WalFile>,
+    file: Box<dyn WalFile>,
     /// Length of the segment's start record: an active segment no longer
     /// than this holds nothing.
     start_bytes: u64,
@@ -448,7 +478,22 @@ pub(crate) struct Wal {
     next_index: u64,
     /// One more than the largest event sequence number ever written.
     next_seq: u64,
+    /// The segment after the active one, being filled with zeros.
+    next: Option<NextSegment>,
 }
+
+/// A segment created ahead of time and filled with zeros by a helper
+/// thread. Until its start record is written it holds only zeros, which a
+/// replay removes like a segment created and never written.
+#[derive(Debug)]
+struct NextSegment {
+    index: u64,
+    path: PathBuf,
+    filling: std::thread::JoinHandle<io::Result<Box<dyn WalFile>>>,
+}
+
+/// Bytes of zeros written at a time when filling a segment.
+const ZERO_CHUNK: usize = 256 * 1024;
 
 impl Wal {
     /// Opens (creating if needed) the log in `dir`, hands every record to
@@ -483,6 +528,21 @@ impl Wal {
             }
         }
         indices.sort_unstable();
+        // Names are never reused, not even those of the segments dropped
+        // just below.
+        let next_index = indices.last().map_or(0, |last| last + 1);
+        // A segment filled with zeros ahead of time and never started holds
+        // nothing: drop it first, so that the newest segment is the newest
+        // that holds data (a torn tail is cut only there).
+        while let Some(&last) = indices.last() {
+            let path = segment_path(dir, last);
+            let bytes = std::fs::read(&path).map_err(io_error("cannot read", &path))?;
+            if bytes.iter().any(|byte| *byte != 0) {
+                break;
+            }
+            fs.remove(&path).map_err(io_error("cannot remove", &path))?;
+            indices.pop();
+        }
 
         let mut wal_id = None;
         let mut next_seq = 0;
@@ -499,7 +559,7 @@ impl Wal {
             let path = segment_path(dir, *index);
             let bytes = std::fs::read(&path).map_err(io_error("cannot read", &path))?;
             let mut max_event_seq = None;
-            let (_, damages) = scan_frames(&bytes, |offset, _, record| {
+            let (data_end, damages) = scan_frames(&bytes, |offset, _, record| {
                 match &record.entry {
                     Some(Entry::Start(start)) => {
                         wal_id.get_or_insert_with(|| start.wal_id.clone());
@@ -521,7 +581,7 @@ impl Wal {
                 );
                 ControlFlow::Continue(())
             });
-            let mut length = bytes.len();
+            let mut length = data_end;
             for damage in &damages {
                 let damaged = &bytes[damage.offset..damage.offset + damage.len];
                 let copy = quarantine(dir, *index, damage.offset, damaged);
@@ -554,12 +614,18 @@ impl Wal {
                 }
             }
             if length == 0 {
-                // Created but never written (a crash right after creation).
+                // Created but never written (a crash right after creation,
+                // or a segment filled with zeros ahead of time).
                 fs.remove(&path).map_err(io_error("cannot remove", &path))?;
                 if replayed.start.segment == *index {
                     replayed.start.segment = index + 1;
                 }
                 continue;
+            }
+            if length < bytes.len() && damages.is_empty() {
+                // Sealed from now on: the zeros after its data are only
+                // disk space.
+                truncate(&path, length).map_err(io_error("cannot trim", &path))?;
             }
             sealed.push_back(Segment {
                 index: *index,
@@ -577,8 +643,9 @@ impl Wal {
             segment_bytes,
             sealed,
             active: None,
-            next_index: indices.last().map_or(0, |last| last + 1),
+            next_index,
             next_seq,
+            next: None,
         };
         wal.rotate()
             .map_err(io_error("cannot start a segment in", dir))?;
@@ -601,7 +668,8 @@ impl Wal {
         self.next_seq = self.next_seq.max(next_seq);
     }
 
-    /// Bytes of log on disk.
+    /// Bytes of log data (on disk, the active segment and the next one
+    /// also hold the zeros written ahead of the data).
     pub(crate) fn bytes(&self) -> u64 {
         self.sealed.iter().map(|segment| segment.bytes).sum::<u64>()
             + self
@@ -637,7 +705,7 @@ impl Wal {
         let before = active.segment.bytes;
         let written = active
             .file
-            .write_all(&buffer)
+            .write_all_at(before, &buffer)
             .and_then(|()| active.file.sync_data());
         if let Err(err) = written {
             let cut = active
@@ -655,10 +723,50 @@ impl Wal {
             active.segment.max_event_seq = Some(max);
             self.next_seq = self.next_seq.max(max + 1);
         }
-        Ok(Position {
+        let position = Position {
             segment: active.segment.index,
             offset: before,
-        })
+        };
+        if self.next.is_none() && active.segment.bytes >= self.segment_bytes / 4 {
+            self.fill_next_segment();
+        }
+        Ok(position)
+    }
+
+    /// Starts creating the next segment and filling it with zeros on a
+    /// helper thread, so that it is ready when the active one is full.
+    fn fill_next_segment(&mut self) {
+        let index = self.next_index;
+        let path = segment_path(&self.dir, index);
+        let (fs, dir, len) = (Arc::clone(&self.fs), self.dir.clone(), self.segment_bytes);
+        let filling = {
+            let path = path.clone();
+            std::thread::Builder::new()
+                .name("vesper-wal-fill".into())
+                .spawn(move || {
+                    let mut file = fs.create(&path)?;
+                    let filled = write_zeros(file.as_mut(), len).and_then(|()| fs.sync_dir(&dir));
+                    if let Err(err) = filled {
+                        drop(file);
+                        let _ = fs.remove(&path);
+                        return Err(err);
+                    }
+                    Ok(file)
+                })
+        };
+        match filling {
+            Ok(filling) => {
+                self.next_index += 1;
+                self.next = Some(NextSegment {
+                    index,
+                    path,
+                    filling,
+                });
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot start filling the next log segment ahead of time; it grows as it is written");
+            }
+        }
     }
 
     /// Reads the records from `from` on, in commit order, handing each to
@@ -773,18 +881,26 @@ impl Wal {
         Position { segment, offset: 0 }
     }
 
-    /// Seals the active segment and starts a new one with its start record.
+    /// Seals the active segment and starts a new one with its start record:
+    /// the one filled ahead of time when there is one, else a new file.
     fn rotate(&mut self) -> io::Result<()> {
-        let index = self.next_index;
-        let path = segment_path(&self.dir, index);
         let start = Record::new(Entry::Start(SegmentStart {
             wal_id: self.wal_id.clone(),
             next_seq: self.next_seq,
         }))
         .frame();
-        let mut file = self.fs.create(&path)?;
+        let (index, path, mut file) = match self.take_filled_segment() {
+            Some(filled) => filled,
+            None => {
+                let index = self.next_index;
+                let path = segment_path(&self.dir, index);
+                let file = self.fs.create(&path)?;
+                self.next_index += 1;
+                (index, path, file)
+            }
+        };
         let written = file
-            .write_all(&start)
+            .write_all_at(0, &start)
             .and_then(|()| file.sync_data())
             .and_then(|()| self.fs.sync_dir(&self.dir));
         if let Err(err) = written {
@@ -793,7 +909,6 @@ impl Wal {
             let _ = self.fs.remove(&path);
             return Err(err);
         }
-        self.next_index += 1;
         if let Some(previous) = self.active.take() {
             self.sealed.push_back(previous.segment);
         }
@@ -811,6 +926,30 @@ impl Wal {
         Ok(())
     }
 
+    /// The segment filled ahead of time, once its filling is done (waiting
+    /// for it if need be: it started a quarter of a segment ago); `None`
+    /// when there is none or its filling failed.
+    fn take_filled_segment(&mut self) -> Option<(u64, PathBuf, Box<dyn WalFile>)> {
+        let next = self.next.take()?;
+        match next.filling.join() {
+            Ok(Ok(file)) => Some((next.index, next.path, file)),
+            Ok(Err(err)) => {
+                tracing::warn!(segment = %next.path.display(), error = %err, "cannot fill the next log segment with zeros ahead of time; it grows as it is written");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(segment = %next.path.display(), "filling the next log segment ahead of time failed; it grows as it is written");
+                None
+            }
+        }
+    }
+
+    /// The active segment's index.
+    #[cfg(test)]
+    pub(crate) fn active_index(&self) -> Option<u64> {
+        self.active.as_ref().map(|active| active.segment.index)
+    }
+
     /// The active segment's file.
     #[cfg(test)]
     pub(crate) fn active_path(&self) -> Option<&Path> {
@@ -818,6 +957,18 @@ impl Wal {
             .as_ref()
             .map(|active| active.segment.path.as_path())
     }
+}
+
+/// Fills a new file with `len` zeros and makes them durable.
+fn write_zeros(file: &mut dyn WalFile, len: u64) -> io::Result<()> {
+    let zeros = vec![0_u8; ZERO_CHUNK];
+    let mut offset = 0;
+    while offset < len {
+        let chunk = usize::try_from(len - offset).map_or(ZERO_CHUNK, |left| left.min(ZERO_CHUNK));
+        file.write_all_at(offset, &zeros[..chunk])?;
+        offset += chunk as u64;
+    }
+    file.sync_data()
 }
 
 /// Bytes `from..to` of a file.
@@ -912,6 +1063,22 @@ mod tests {
             (offsets, damages)
         };
         assert_eq!(read(&two), (vec![0, frame.len()], vec![]));
+
+        // Zeros written ahead of the data end it; they are no damage.
+        let mut zero_tail = two.clone();
+        zero_tail.extend_from_slice(&[0; 100]);
+        assert_eq!(read(&zero_tail), (vec![0, frame.len()], vec![]));
+        let (end, _) = scan_frames(&zero_tail, |_, _, _| ControlFlow::Continue(()));
+        assert_eq!(end, two.len());
+        // Zeros with data after them are.
+        let mut blank = frame.clone();
+        blank.extend_from_slice(&[0; FRAME_HEADER]);
+        blank.extend_from_slice(&events(3, 1).bytes);
+        let (offsets, damages) = read(&blank);
+        assert_eq!(offsets, [0, frame.len() + FRAME_HEADER]);
+        assert_eq!(damages.len(), 1);
+        assert_eq!(damages[0].fault, FrameFault::Blank);
+        assert!(!damages[0].at_end);
 
         let fault_at_end = |bytes: &[u8]| {
             let (offsets, damages) = read(bytes);
@@ -1050,6 +1217,110 @@ mod tests {
             }
         }
         assert_eq!(read, [0, 2, 4, 6, 8, 10, 12, 14]);
+    }
+
+    /// Appends small records until the log moves to a new segment; the
+    /// sequence numbers appended.
+    fn append_until_rotation(wal: &mut Wal, first_seq: &mut u64) -> Vec<u64> {
+        let start = wal.start().segment;
+        let mut appended = Vec::new();
+        while wal.active_index() == Some(start) {
+            wal.append(&[events(*first_seq, 2)]).expect("append");
+            appended.push(*first_seq);
+            *first_seq += 2;
+        }
+        appended
+    }
+
+    #[test]
+    fn segments_are_written_over_zeros_filled_ahead_of_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let segment_bytes = 4096;
+        let (mut wal, _, _) = open(dir.path(), segment_bytes);
+        let mut next = 0;
+        let mut appended = append_until_rotation(&mut wal, &mut next);
+        // The segment the log moved to was filled ahead of time: full size
+        // from its first record on.
+        let active = wal.active_path().expect("active").to_owned();
+        assert_eq!(
+            std::fs::metadata(&active).expect("active").len(),
+            segment_bytes
+        );
+        wal.append(&[events(next, 3)]).expect("append over zeros");
+        appended.push(next);
+        drop(wal);
+
+        let (wal, replayed, seqs) = open(dir.path(), segment_bytes);
+        assert_eq!(seqs, appended, "every record back, nothing after them");
+        assert_eq!((replayed.torn_segments, replayed.damaged), (0, 0));
+        assert_eq!(quarantined(dir.path()), 0);
+        assert_eq!(wal.next_seq(), next + 3);
+        // Sealed now: its zeros are given back.
+        let data = wal.sealed.back().expect("sealed").bytes;
+        assert_eq!(std::fs::metadata(&active).expect("sealed").len(), data);
+    }
+
+    #[test]
+    fn a_torn_write_over_zeros_is_cut_and_only_its_bytes_are_kept_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _, _) = open(dir.path(), 4096);
+        let mut next = 0;
+        let appended = append_until_rotation(&mut wal, &mut next);
+        let last = events(next, 3);
+        let at = wal.append(&[last]).expect("append");
+        let active = wal.active_path().expect("active").to_owned();
+        drop(wal);
+        // The write tore: its last 10 bytes never reached the disk, which
+        // still holds the zeros written ahead of time there.
+        let mut bytes = std::fs::read(&active).expect("read");
+        let frame_len = events(next, 3).bytes.len();
+        let offset = usize::try_from(at.offset).expect("offset");
+        bytes[offset + frame_len - 10..offset + frame_len].fill(0);
+        std::fs::write(&active, &bytes).expect("write");
+
+        let (_, replayed, seqs) = open(dir.path(), 4096);
+        assert_eq!(seqs, appended);
+        assert_eq!((replayed.torn_segments, replayed.damaged), (1, 0));
+        assert_eq!(
+            replayed.quarantined_bytes,
+            (frame_len - 10) as u64,
+            "the zeros after the torn bytes are not kept aside"
+        );
+    }
+
+    #[test]
+    fn a_segment_filled_ahead_of_time_but_never_started_is_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _, _) = open(dir.path(), 1 << 20);
+        wal.append(&[events(0, 2), events(2, 1)]).expect("append");
+        wal.append(&[events(3, 4)]).expect("append");
+        let active = wal.active_path().expect("active").to_owned();
+        let index = wal.active_index().expect("active");
+        drop(wal);
+        // The crash came after the next segment was filled with zeros, and
+        // tore the last append of the active one.
+        let blank = segment_path(dir.path(), index + 1);
+        std::fs::write(&blank, vec![0_u8; 8192]).expect("blank segment");
+        let length = std::fs::metadata(&active).expect("active").len();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&active)
+            .expect("open");
+        file.set_len(length - 3).expect("tear");
+        drop(file);
+
+        let (wal, replayed, seqs) = open(dir.path(), 1 << 20);
+        assert!(!blank.exists(), "the blank segment is removed");
+        assert_eq!(seqs, [0, 2]);
+        assert_eq!(
+            (replayed.torn_segments, replayed.damaged),
+            (1, 0),
+            "the segment before the blank one is the newest: its tail is torn, not damaged"
+        );
+        assert!(
+            wal.active_index().is_some_and(|active| active > index + 1),
+            "segment names are never reused"
+        );
     }
 
     #[test]
