@@ -154,9 +154,15 @@ pub fn parse_timestamp(text: &str) -> Option<Timestamp> {
 /// A JSON object as a protobuf `Struct`. Numbers become doubles, as the
 /// `Struct` type requires.
 pub fn json_to_struct(object: &Map<String, Value>) -> Struct {
+    fields_to_struct(object.iter())
+}
+
+/// Some fields of a JSON object as a protobuf `Struct`.
+pub(crate) fn fields_to_struct<'a>(
+    fields: impl Iterator<Item = (&'a String, &'a Value)>,
+) -> Struct {
     Struct {
-        fields: object
-            .iter()
+        fields: fields
             .map(|(key, value)| (key.clone(), json_to_value(value)))
             .collect(),
     }

@@ -20,6 +20,35 @@ impl FieldError {
     }
 }
 
+/// The path of a field inside `parent`, rendered only when a problem is
+/// reported: a valid event, the common case, costs no path strings.
+#[derive(Clone, Copy)]
+struct FieldPath<'a, P: fmt::Display> {
+    parent: P,
+    name: &'a str,
+}
+
+impl<P: fmt::Display> fmt::Display for FieldPath<'_, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.parent, self.name)
+    }
+}
+
+fn field_of<P: fmt::Display>(parent: P, name: &str) -> FieldPath<'_, P> {
+    FieldPath { parent, name }
+}
+
+/// The path of event `index` of a request, `events[3]`, rendered only
+/// when a problem is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventPath(pub usize);
+
+impl fmt::Display for EventPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "events[{}]", self.0)
+    }
+}
+
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.path, self.reason)
@@ -61,7 +90,7 @@ pub fn decode_webhook(body: &Value) -> Result<Vec<Event>, Vec<FieldError>> {
     let decoded: Vec<_> = events
         .iter()
         .enumerate()
-        .filter_map(|(index, event)| decode_event(&format!("events[{index}]"), event, &mut errors))
+        .filter_map(|(index, event)| decode_event(EventPath(index), event, &mut errors))
         .collect();
     if errors.is_empty() {
         Ok(decoded)
@@ -141,15 +170,15 @@ pub fn decode_webhook_body(raw: &[u8], max_events: usize) -> Result<Vec<Event>, 
     let mut more = 0;
     let mut decoded = Vec::with_capacity(offered);
     for (index, raw_event) in events.into_iter().enumerate() {
-        let path = format!("events[{index}]");
+        let path = EventPath(index);
         let mut errors = Vec::new();
         match serde_json::from_str::<Value>(raw_event.get()) {
             Ok(value) => {
-                if let Some(event) = decode_event(&path, &value, &mut errors) {
+                if let Some(event) = decode_event(path, &value, &mut errors) {
                     decoded.push(event);
                 }
             }
-            Err(err) => errors.push(FieldError::new(path, err.to_string())),
+            Err(err) => errors.push(FieldError::new(path.to_string(), err.to_string())),
         }
         for error in errors {
             if problems.len() < MAX_REPORTED_PROBLEMS {
@@ -317,11 +346,15 @@ impl<'de> serde::de::Visitor<'de> for EventList {
 
 /// Decodes one upstream-shaped event at `path`, appending its problems to
 /// `errors`; `None` when it has any.
-pub fn decode_event(path: &str, value: &Value, errors: &mut Vec<FieldError>) -> Option<Event> {
+pub fn decode_event(
+    path: impl fmt::Display + Copy,
+    value: &Value,
+    errors: &mut Vec<FieldError>,
+) -> Option<Event> {
     let before = errors.len();
     let Some(object) = value.as_object() else {
         errors.push(FieldError::new(
-            path,
+            path.to_string(),
             format!("expected an object, got {}", json_kind(value)),
         ));
         return None;
@@ -331,20 +364,20 @@ pub fn decode_event(path: &str, value: &Value, errors: &mut Vec<FieldError>) -> 
             errors.push(FieldError::new(format!("{path}.{field}"), "missing"));
         }
     }
-    let field = |name: &str| format!("{path}.{name}");
+    let field = |name| field_of(path, name);
 
     let event_id = object
         .get("event_id")
-        .and_then(|value| string_field(&field("event_id"), value, errors));
+        .and_then(|value| string_field(field("event_id"), value, errors));
     let (user_id, user) = match object.get("user_id") {
         Some(Value::String(id)) => (Some(id.clone()), None),
-        Some(Value::Object(user)) => match decode_user(&field("user_id"), user, errors) {
+        Some(Value::Object(user)) => match decode_user(field("user_id"), user, errors) {
             Some(user) => (Some(user.user_id.clone()), Some(user)),
             None => (None, None),
         },
         Some(other) => {
             errors.push(FieldError::new(
-                field("user_id"),
+                field("user_id").to_string(),
                 format!(
                     "expected a string or a user object, got {}",
                     json_kind(other)
@@ -356,16 +389,16 @@ pub fn decode_event(path: &str, value: &Value, errors: &mut Vec<FieldError>) -> 
     };
     let event_type = object
         .get("event_type")
-        .and_then(|value| enum_field::<EventType>(&field("event_type"), value, errors));
+        .and_then(|value| enum_field::<EventType>(field("event_type"), value, errors));
     let source = object
         .get("source")
-        .and_then(|value| enum_field::<Source>(&field("source"), value, errors));
+        .and_then(|value| enum_field::<Source>(field("source"), value, errors));
     let timestamp = object
         .get("timestamp")
-        .and_then(|value| timestamp_field(&field("timestamp"), value, errors));
+        .and_then(|value| timestamp_field(field("timestamp"), value, errors));
     let properties = match (object.get("properties"), event_type) {
         (Some(Value::Object(properties)), Some(event_type)) => Some(decode_properties(
-            &field("properties"),
+            field("properties"),
             event_type,
             properties,
             errors,
@@ -373,7 +406,7 @@ pub fn decode_event(path: &str, value: &Value, errors: &mut Vec<FieldError>) -> 
         (Some(Value::Object(_)), None) | (None, _) => None,
         (Some(other), _) => {
             errors.push(FieldError::new(
-                field("properties"),
+                field("properties").to_string(),
                 format!("expected an object, got {}", json_kind(other)),
             ));
             None
@@ -397,15 +430,16 @@ pub fn decode_event(path: &str, value: &Value, errors: &mut Vec<FieldError>) -> 
 }
 
 fn decode_user(
-    path: &str,
+    path: impl fmt::Display + Copy,
     object: &Map<String, Value>,
     errors: &mut Vec<FieldError>,
 ) -> Option<User> {
     let before = errors.len();
+    let field = |name| field_of(path, name);
     let user_id = match object.get("user_id") {
-        Some(value) => string_field(&format!("{path}.user_id"), value, errors),
+        Some(value) => string_field(field("user_id"), value, errors),
         None => {
-            errors.push(FieldError::new(format!("{path}.user_id"), "missing"));
+            errors.push(FieldError::new(field("user_id").to_string(), "missing"));
             None
         }
     };
@@ -413,7 +447,7 @@ fn decode_user(
         Some(age) if age <= 150 => u32::try_from(age).ok(),
         _ => {
             errors.push(FieldError::new(
-                format!("{path}.age"),
+                field("age").to_string(),
                 "expected a whole number from 0 to 150",
             ));
             None
@@ -421,12 +455,12 @@ fn decode_user(
     });
     let status = object
         .get("status")
-        .and_then(|value| enum_field::<UserStatus>(&format!("{path}.status"), value, errors));
+        .and_then(|value| enum_field::<UserStatus>(field("status"), value, errors));
     let country = object.get("country").and_then(|value| match value {
         Value::String(country) => Some(country.clone()),
         other => {
             errors.push(FieldError::new(
-                format!("{path}.country"),
+                field("country").to_string(),
                 format!("expected a string, got {}", json_kind(other)),
             ));
             None
@@ -434,7 +468,7 @@ fn decode_user(
     });
     let created_at = object
         .get("created_at")
-        .and_then(|value| timestamp_field(&format!("{path}.created_at"), value, errors));
+        .and_then(|value| timestamp_field(field("created_at"), value, errors));
     if errors.len() > before {
         return None;
     }
@@ -447,17 +481,28 @@ fn decode_user(
     })
 }
 
+/// The properties an event type types, in the order they are checked.
+const PURCHASE_PROPERTIES: [&str; 2] = ["amount", "product_id"];
+const CONTENT_PROPERTIES: [&str; 3] = ["content_id", "media_type", "prayer_type"];
+
 fn decode_properties(
-    path: &str,
+    path: impl fmt::Display + Copy,
     event_type: EventType,
     object: &Map<String, Value>,
     errors: &mut Vec<FieldError>,
 ) -> Properties {
-    let mut extra = object.clone();
-    let mut take = |name: &str| -> Option<Value> {
-        let value = extra.remove(name);
+    let field = |name| field_of(path, name);
+    let typed_names: &[&str] = if event_type == EventType::Purchase {
+        &PURCHASE_PROPERTIES
+    } else if is_content_event(event_type) {
+        &CONTENT_PROPERTIES
+    } else {
+        &[]
+    };
+    let mut take = |name: &'static str| -> Option<&Value> {
+        let value = object.get(name);
         if value.is_none() {
-            errors.push(FieldError::new(format!("{path}.{name}"), "missing"));
+            errors.push(FieldError::new(field(name).to_string(), "missing"));
         }
         value
     };
@@ -468,14 +513,14 @@ fn decode_properties(
             Some(amount) if value.is_number() => Some(amount),
             _ => {
                 errors.push(FieldError::new(
-                    format!("{path}.amount"),
-                    format!("expected a number, got {}", json_kind(&value)),
+                    field("amount").to_string(),
+                    format!("expected a number, got {}", json_kind(value)),
                 ));
                 None
             }
         });
-        let product_id = product_id
-            .and_then(|value| string_field(&format!("{path}.product_id"), &value, errors));
+        let product_id =
+            product_id.and_then(|value| string_field(field("product_id"), value, errors));
         Some(Typed::Purchase(PurchaseProperties {
             amount: amount.unwrap_or(f64::NAN),
             product_id: product_id.unwrap_or_default(),
@@ -484,14 +529,12 @@ fn decode_properties(
         let content_id = take("content_id");
         let media_type = take("media_type");
         let prayer_type = take("prayer_type");
-        let content_id = content_id
-            .and_then(|value| string_field(&format!("{path}.content_id"), &value, errors));
-        let media_type = media_type.and_then(|value| {
-            enum_field::<MediaType>(&format!("{path}.media_type"), &value, errors)
-        });
-        let prayer_type = prayer_type.and_then(|value| {
-            enum_field::<PrayerType>(&format!("{path}.prayer_type"), &value, errors)
-        });
+        let content_id =
+            content_id.and_then(|value| string_field(field("content_id"), value, errors));
+        let media_type = media_type
+            .and_then(|value| enum_field::<MediaType>(field("media_type"), value, errors));
+        let prayer_type = prayer_type
+            .and_then(|value| enum_field::<PrayerType>(field("prayer_type"), value, errors));
         Some(Typed::Content(ContentProperties {
             content_id: content_id.unwrap_or_default(),
             media_type: media_type.map_or(0, |media| media as i32),
@@ -500,22 +543,33 @@ fn decode_properties(
     } else {
         None
     };
+    // Everything the type does not type, converted straight from the
+    // body's tree (no copy of it first).
+    let extra = fields_to_struct(
+        object
+            .iter()
+            .filter(|(name, _)| !typed_names.contains(&name.as_str())),
+    );
     Properties {
         typed,
-        extra: (!extra.is_empty()).then(|| json_to_struct(&extra)),
+        extra: (!extra.fields.is_empty()).then_some(extra),
     }
 }
 
-fn string_field(path: &str, value: &Value, errors: &mut Vec<FieldError>) -> Option<String> {
+fn string_field(
+    path: impl fmt::Display,
+    value: &Value,
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
     match value {
         Value::String(text) if !text.trim().is_empty() => Some(text.clone()),
         Value::String(_) => {
-            errors.push(FieldError::new(path, "must not be empty"));
+            errors.push(FieldError::new(path.to_string(), "must not be empty"));
             None
         }
         other => {
             errors.push(FieldError::new(
-                path,
+                path.to_string(),
                 format!("expected a string, got {}", json_kind(other)),
             ));
             None
@@ -523,13 +577,17 @@ fn string_field(path: &str, value: &Value, errors: &mut Vec<FieldError>) -> Opti
     }
 }
 
-fn enum_field<E: WireEnum>(path: &str, value: &Value, errors: &mut Vec<FieldError>) -> Option<E> {
+fn enum_field<E: WireEnum>(
+    path: impl fmt::Display,
+    value: &Value,
+    errors: &mut Vec<FieldError>,
+) -> Option<E> {
     match value {
         Value::String(name) => match E::from_wire(name) {
             Some(known) => Some(known),
             None => {
                 errors.push(FieldError::new(
-                    path,
+                    path.to_string(),
                     format!("unknown value {name:?}, expected {}", E::expected()),
                 ));
                 None
@@ -537,7 +595,7 @@ fn enum_field<E: WireEnum>(path: &str, value: &Value, errors: &mut Vec<FieldErro
         },
         other => {
             errors.push(FieldError::new(
-                path,
+                path.to_string(),
                 format!("expected a string, got {}", json_kind(other)),
             ));
             None
@@ -545,18 +603,25 @@ fn enum_field<E: WireEnum>(path: &str, value: &Value, errors: &mut Vec<FieldErro
     }
 }
 
-fn timestamp_field(path: &str, value: &Value, errors: &mut Vec<FieldError>) -> Option<Timestamp> {
+fn timestamp_field(
+    path: impl fmt::Display,
+    value: &Value,
+    errors: &mut Vec<FieldError>,
+) -> Option<Timestamp> {
     match value {
         Value::String(text) => match parse_timestamp(text) {
             Some(timestamp) => Some(timestamp),
             None => {
-                errors.push(FieldError::new(path, "not an RFC 3339 date-time"));
+                errors.push(FieldError::new(
+                    path.to_string(),
+                    "not an RFC 3339 date-time",
+                ));
                 None
             }
         },
         other => {
             errors.push(FieldError::new(
-                path,
+                path.to_string(),
                 format!(
                     "expected an RFC 3339 date-time string, got {}",
                     json_kind(other)

@@ -21,7 +21,7 @@ pub const EVENT_YEARS: std::ops::RangeInclusive<i32> = 1970..=9999;
 
 /// The rules every event must satisfy, whichever face it came through; the
 /// problems of the event at `path` (e.g. `events[3]`), empty when valid.
-pub fn validate_event(path: &str, event: &Event) -> Vec<FieldError> {
+pub fn validate_event(path: impl fmt::Display, event: &Event) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let mut fail = |field: &str, reason: String| {
         errors.push(FieldError::new(format!("{path}.{field}"), reason));

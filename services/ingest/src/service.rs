@@ -11,7 +11,7 @@ use vesper::{
         StatsResponse,
         event_ingest_server::{EventIngest, EventIngestServer},
     },
-    wire::validate_event,
+    wire::{EventPath, validate_event},
 };
 use vesper_storage::RemoteStore;
 
@@ -70,7 +70,7 @@ impl EventIngest for IngestService {
         let mut errors: Vec<EventError> = Vec::new();
         let mut more = 0_usize;
         for (index, event) in events.iter().enumerate() {
-            for error in validate_event(&format!("events[{index}]"), event) {
+            for error in validate_event(EventPath(index), event) {
                 if errors.len() < MAX_REPORTED_ERRORS {
                     errors.push(EventError {
                         index: u32::try_from(index).unwrap_or(u32::MAX),
