@@ -480,6 +480,16 @@ pub(crate) struct Wal {
     next_seq: u64,
     /// The segment after the active one, being filled with zeros.
     next: Option<NextSegment>,
+    /// The reclaim whose files are being written and deleted: `Err` gives
+    /// back the segments it did not delete.
+    reclaiming: Option<std::thread::JoinHandle<ReclaimResult>>,
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        // A clean stop leaves no segment behind that the lake has.
+        self.finish_reclaim();
+    }
 }
 
 /// A segment created ahead of time and filled with zeros by a helper
@@ -646,6 +656,7 @@ impl Wal {
             next_index,
             next_seq,
             next: None,
+            reclaiming: None,
         };
         wal.rotate()
             .map_err(io_error("cannot start a segment in", dir))?;
@@ -821,12 +832,15 @@ impl Wal {
         Ok((position, true))
     }
 
-    /// Deletes the oldest segments whose events are all in the lake: every
-    /// event sequence number below `unflushed_floor` is. When `drained`
-    /// (nothing at all is waiting for the lake), the active segment is
-    /// sealed first so that it can go too. `snapshot` gives the bytes of the
-    /// deduplication snapshot, written before anything is deleted so that
-    /// the window outlives the segments. Returns the segments deleted.
+    /// Takes out of the log the oldest segments whose events are all in the
+    /// lake (every event sequence number below `unflushed_floor` is), and
+    /// deletes them on a helper thread. When `drained` (nothing at all is
+    /// waiting for the lake), the active segment is sealed first so that it
+    /// can go too. `snapshot` gives the bytes of the deduplication
+    /// snapshot, written before anything is deleted so that the window
+    /// outlives the segments. Returns the segments taken out. A crash
+    /// before they are deleted leaves them for the replay, which finds
+    /// their events confirmed.
     pub(crate) fn reclaim(
         &mut self,
         unflushed_floor: u64,
@@ -853,21 +867,58 @@ impl Wal {
         if deletable == 0 {
             return Ok(0);
         }
-        self.fs
-            .write_atomic(&self.dir.join(DEDUP_SNAPSHOT), &snapshot())?;
-        for _ in 0..deletable {
-            let Some(segment) = self.sealed.front() else {
+        // One reclaim at a time, in order: the snapshots land oldest first,
+        // and segments a failed one kept are deleted with these.
+        self.finish_reclaim();
+        let mut deletable = 0;
+        for segment in &self.sealed {
+            if segment
+                .max_event_seq
+                .is_some_and(|max| max >= unflushed_floor)
+            {
                 break;
-            };
-            match self.fs.remove(&segment.path) {
-                Ok(()) => {}
-                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                Err(err) => return Err(err),
             }
-            self.sealed.pop_front();
+            deletable += 1;
         }
-        self.fs.sync_dir(&self.dir)?;
+        let snapshot = snapshot();
+        let segments: Vec<Segment> = self.sealed.drain(..deletable).collect();
+        let (fs, dir) = (Arc::clone(&self.fs), self.dir.clone());
+        // The writes (a snapshot of megabytes, its fsync, a directory sync)
+        // happen beside the log writer, whose every stall is the latency of
+        // the acknowledgements waiting behind it.
+        let deleting = std::thread::Builder::new()
+            .name("vesper-wal-reclaim".into())
+            .spawn(move || delete_segments(fs.as_ref(), &dir, &snapshot, segments));
+        match deleting {
+            Ok(deleting) => self.reclaiming = Some(deleting),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot start reclaiming log segments; retrying after the next flush");
+                return Err(err);
+            }
+        }
         Ok(deletable)
+    }
+
+    /// Waits for the reclaim in progress; segments it could not delete go
+    /// back into the log, to be deleted by the next one.
+    pub(crate) fn finish_reclaim(&mut self) {
+        let Some(deleting) = self.reclaiming.take() else {
+            return;
+        };
+        let kept = match deleting.join() {
+            Ok(Ok(())) => return,
+            Ok(Err((err, kept))) => {
+                tracing::warn!(error = %err, segments = kept.len(), "cannot reclaim log segments yet; retrying after the next flush");
+                kept
+            }
+            Err(_) => {
+                tracing::warn!("reclaiming log segments failed; retrying after the next flush");
+                return;
+            }
+        };
+        for segment in kept.into_iter().rev() {
+            self.sealed.push_front(segment);
+        }
     }
 
     /// The oldest position still in the log.
@@ -889,20 +940,28 @@ impl Wal {
             next_seq: self.next_seq,
         }))
         .frame();
-        let (index, path, mut file) = match self.take_filled_segment() {
-            Some(filled) => filled,
+        let (index, path, mut file, filled) = match self.take_filled_segment() {
+            Some((index, path, file)) => (index, path, file, true),
             None => {
                 let index = self.next_index;
                 let path = segment_path(&self.dir, index);
                 let file = self.fs.create(&path)?;
                 self.next_index += 1;
-                (index, path, file)
+                (index, path, file, false)
             }
         };
+        // A filled segment's name is durable already (its filler synced the
+        // directory).
         let written = file
             .write_all_at(0, &start)
             .and_then(|()| file.sync_data())
-            .and_then(|()| self.fs.sync_dir(&self.dir));
+            .and_then(|()| {
+                if filled {
+                    Ok(())
+                } else {
+                    self.fs.sync_dir(&self.dir)
+                }
+            });
         if let Err(err) = written {
             drop(file);
             // Best effort: an empty or partial segment is cut on replay anyway.
@@ -957,6 +1016,32 @@ impl Wal {
             .as_ref()
             .map(|active| active.segment.path.as_path())
     }
+}
+
+/// What a reclaim did: `Err` gives back the segments it did not delete.
+type ReclaimResult = Result<(), (io::Error, Vec<Segment>)>;
+
+/// Writes the deduplication snapshot (atomically, durably), then deletes
+/// `segments`, whose ids it holds; on error, the segments not deleted.
+fn delete_segments(
+    fs: &dyn WalFs,
+    dir: &Path,
+    snapshot: &[u8],
+    segments: Vec<Segment>,
+) -> ReclaimResult {
+    if let Err(err) = fs.write_atomic(&dir.join(DEDUP_SNAPSHOT), snapshot) {
+        return Err((err, segments));
+    }
+    let mut segments = VecDeque::from(segments);
+    while let Some(segment) = segments.front() {
+        match fs.remove(&segment.path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err((err, segments.into())),
+        }
+        segments.pop_front();
+    }
+    fs.sync_dir(dir).map_err(|err| (err, Vec::new()))
 }
 
 /// Fills a new file with `len` zeros and makes them durable.
@@ -1323,6 +1408,55 @@ mod tests {
         );
     }
 
+    /// The real file system, except that the snapshot cannot be written
+    /// while `refuse` is set.
+    #[derive(Debug, Default)]
+    struct SnapshotRefusingFs {
+        refuse: std::sync::atomic::AtomicBool,
+    }
+
+    impl WalFs for SnapshotRefusingFs {
+        fn create(&self, path: &Path) -> io::Result<Box<dyn WalFile>> {
+            StdFs.create(path)
+        }
+        fn write_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+            if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(io::Error::from_raw_os_error(28));
+            }
+            StdFs.write_atomic(path, bytes)
+        }
+        fn remove(&self, path: &Path) -> io::Result<()> {
+            StdFs.remove(path)
+        }
+        fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+            StdFs.sync_dir(dir)
+        }
+    }
+
+    #[test]
+    fn a_reclaim_whose_snapshot_fails_keeps_its_segments_for_the_next() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs = Arc::new(SnapshotRefusingFs::default());
+        fs.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (mut wal, _) = Wal::open(dir.path(), fs.clone(), 64, |_, _| {}).expect("open");
+        for first in 0..6 {
+            wal.append(&[events(first * 2, 2)]).expect("append");
+        }
+        let segments = wal.segments();
+        let oldest = segment_path(dir.path(), wal.start().segment);
+        wal.reclaim(4, false, || b"snap".to_vec()).expect("reclaim");
+        wal.finish_reclaim();
+        assert_eq!(wal.segments(), segments, "no snapshot, no delete");
+        assert!(oldest.exists());
+
+        fs.refuse.store(false, std::sync::atomic::Ordering::SeqCst);
+        let deleted = wal.reclaim(4, false, || b"snap".to_vec()).expect("reclaim");
+        assert!(deleted >= 1);
+        wal.finish_reclaim();
+        assert!(!oldest.exists());
+        assert_eq!(wal.segments(), segments - deleted);
+    }
+
     #[test]
     fn segments_rotate_and_are_reclaimed_oldest_first() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1334,8 +1468,12 @@ mod tests {
         assert!(segments >= 3, "small segments rotate: {segments}");
 
         // Events 0..4 are in the lake, 4.. are not.
+        let oldest = segment_path(dir.path(), wal.start().segment);
         let deleted = wal.reclaim(4, false, || b"snap".to_vec()).expect("reclaim");
         assert!(deleted >= 1);
+        assert_eq!(wal.segments(), segments - deleted);
+        wal.finish_reclaim();
+        assert!(!oldest.exists(), "deleted once the reclaim is done");
         assert_eq!(
             std::fs::read(dir.path().join(DEDUP_SNAPSHOT)).expect("snapshot"),
             b"snap"
@@ -1347,7 +1485,20 @@ mod tests {
         // Everything in the lake: only the fresh active segment stays.
         wal.reclaim(12, true, Vec::new).expect("reclaim all");
         assert_eq!(wal.segments(), 1);
+        // Dropped mid-reclaim, as at a stop: the deletes still finish.
         drop(wal);
+        let files = std::fs::read_dir(dir.path())
+            .expect("list")
+            .filter(|entry| {
+                entry.as_ref().is_ok_and(|entry| {
+                    entry
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with(SEGMENT_PREFIX)
+                })
+            })
+            .count();
+        assert_eq!(files, 1, "only the active segment is left on disk");
         let (wal, _, kept) = open(dir.path(), 64);
         assert!(kept.is_empty());
         assert_eq!(wal.next_seq, 12, "sequence numbers are never reused");
