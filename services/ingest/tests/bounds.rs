@@ -178,18 +178,22 @@ async fn an_outage_backlog_waits_in_the_log_and_memory_stays_bounded() {
     assert_eq!(stats.buffered_events, u64::from(EVENTS), "{stats:?}");
     assert!(stats.buffered_bytes <= bound + SLACK, "{stats:?}");
 
-    // Storage back: one Flush writes everything, each event once.
+    // Storage back: once one Flush answers, everything is written, each
+    // event once. (A retry the flusher had already begun may write some
+    // objects just before the Flush does: the engine's own count of what
+    // it wrote since its start covers both.)
     lake.set_down(false);
     let flushed = engine.flush().await.expect("flush");
-    assert_eq!(flushed.events, u64::from(EVENTS));
+    assert!(flushed.events > 0);
     let stats = engine.stats();
     assert_eq!(
         (
             stats.buffered_events,
             stats.backlog_events,
-            stats.buffered_bytes
+            stats.buffered_bytes,
+            stats.flushed_events
         ),
-        (0, 0, 0)
+        (0, 0, 0, u64::from(EVENTS))
     );
     engine.shutdown().await;
     let ids = lake_event_ids(&dir.path().join("lake"));

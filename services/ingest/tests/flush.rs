@@ -68,25 +68,37 @@ async fn a_flush_during_replay_answers_once_the_whole_log_is_in_the_lake() {
     // Abandoned without a shutdown, as after a SIGKILL: all in the log only.
     drop(engine);
 
-    let engine = IngestEngine::start(config, store).await.expect("replay");
     // The Flush must find the log part read: some events in memory, the
-    // rest still in the log.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let stats = engine.stats();
-        if stats.buffered_bytes > 0 {
+    // rest still in the log. A restart that read it whole before that could
+    // be seen is abandoned too, and the log (still all unwritten) replayed
+    // again.
+    let mut attempts = 0;
+    let engine = loop {
+        attempts += 1;
+        let engine = IngestEngine::start(config.clone(), Arc::clone(&store))
+            .await
+            .expect("replay");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let stats = loop {
+            let stats = engine.stats();
+            if stats.buffered_bytes > 0 {
+                break stats;
+            }
             assert!(
-                stats.backlog_events > 0,
-                "the whole log was read before the Flush could start; make it longer: {stats:?}"
+                Instant::now() < deadline,
+                "the log is never read back: {stats:?}"
             );
-            break;
+            tokio::task::yield_now().await;
+        };
+        if stats.backlog_events > 0 {
+            break engine;
         }
         assert!(
-            Instant::now() < deadline,
-            "the log is never read back: {stats:?}"
+            attempts < 5,
+            "the whole log was read before the Flush could start, {attempts} times: make it longer"
         );
-        tokio::task::yield_now().await;
-    }
+        drop(engine);
+    };
     let flushed = engine.flush().await.expect("flush");
 
     let stats = engine.stats();
