@@ -16,6 +16,13 @@ use vesper_tests::{event_id, upstream_event};
 
 const SECRET: &[u8] = b"correct horse battery staple";
 
+/// The gateway's tolerance in this test.
+const TOLERANCE_SECS: i64 = 300;
+
+/// A signature this far from now is stale whatever the clock does during
+/// the test.
+const STALE_SECS: i64 = TOLERANCE_SECS + 30;
+
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -31,7 +38,7 @@ async fn only_correctly_signed_fresh_webhooks_are_accepted() {
     let ingest = spawn_ingest(ingest_config(wal.path()), &storage.peer()).await;
     let signing = WebhookSigning {
         secret: WebhookSecret::new(SECRET).expect("secret"),
-        tolerance: Duration::from_secs(300),
+        tolerance: Duration::from_secs(TOLERANCE_SECS.unsigned_abs()),
     };
     let mut config = GatewayConfig::all_peers_at(ingest.peer());
     config.webhook_signing = Some(signing);
@@ -70,12 +77,15 @@ async fn only_correctly_signed_fresh_webhooks_are_accepted() {
             Some(sign_webhook(SECRET, now(), b"{\"events\":[]}")),
             "wrong",
         ),
+        // Past the tolerance by more than the seconds the clock can tick
+        // between signing here and checking there (at +301 s, one tick
+        // brought a signature back within it).
         (
-            Some(sign_webhook(SECRET, now() - 301, body.as_bytes())),
+            Some(sign_webhook(SECRET, now() - STALE_SECS, body.as_bytes())),
             "stale",
         ),
         (
-            Some(sign_webhook(SECRET, now() + 301, body.as_bytes())),
+            Some(sign_webhook(SECRET, now() + STALE_SECS, body.as_bytes())),
             "stale",
         ),
     ];
