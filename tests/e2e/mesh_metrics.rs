@@ -379,6 +379,12 @@ async fn metrics_count_the_traffic_exactly() {
         0
     );
     assert_delta!(i0, i1, "vesper_ingest_flush_duration_seconds_count", [], 1);
+    // One group commit at least for the accepted events, one for the
+    // flush's intent and one for its confirmation.
+    assert!(
+        i1.value("vesper_ingest_wal_sync_duration_seconds_count", &[])
+            >= i0.value("vesper_ingest_wal_sync_duration_seconds_count", &[]) + 3.0
+    );
     assert_delta!(i0, i1, "vesper_ingest_objects_written_total", [], 1);
     assert_eq!(i1.value("vesper_ingest_buffered_events", &[]), 0.0);
 

@@ -123,7 +123,12 @@ fn commit(
     // Numbers handed out are never handed out again, even if this write
     // fails half-way and leaves a complete record behind.
     wal.advance_next_seq(next_seq);
+    // Every acknowledgement of the group waits this long: the disk's share
+    // of the webhook's latency.
+    let started = Instant::now();
     let result = wal.append(&frames);
+    metrics::histogram!("vesper_ingest_wal_sync_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
     let mut state = shared.lock();
     state.wal_bytes = wal.bytes();
     match result {
