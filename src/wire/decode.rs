@@ -12,9 +12,11 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    pub(super) fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// `path` is anything that renders as one: a lazy [`EventPath`] or
+    /// field path is rendered only here, when a problem is reported.
+    pub(super) fn new(path: impl fmt::Display, reason: impl Into<String>) -> Self {
         Self {
-            path: path.into(),
+            path: path.to_string(),
             reason: reason.into(),
         }
     }
@@ -178,7 +180,7 @@ pub fn decode_webhook_body(raw: &[u8], max_events: usize) -> Result<Vec<Event>, 
                     decoded.push(event);
                 }
             }
-            Err(err) => errors.push(FieldError::new(path.to_string(), err.to_string())),
+            Err(err) => errors.push(FieldError::new(path, err.to_string())),
         }
         for error in errors {
             if problems.len() < MAX_REPORTED_PROBLEMS {
@@ -354,7 +356,7 @@ pub fn decode_event(
     let before = errors.len();
     let Some(object) = value.as_object() else {
         errors.push(FieldError::new(
-            path.to_string(),
+            path,
             format!("expected an object, got {}", json_kind(value)),
         ));
         return None;
@@ -377,7 +379,7 @@ pub fn decode_event(
         },
         Some(other) => {
             errors.push(FieldError::new(
-                field("user_id").to_string(),
+                field("user_id"),
                 format!(
                     "expected a string or a user object, got {}",
                     json_kind(other)
@@ -406,7 +408,7 @@ pub fn decode_event(
         (Some(Value::Object(_)), None) | (None, _) => None,
         (Some(other), _) => {
             errors.push(FieldError::new(
-                field("properties").to_string(),
+                field("properties"),
                 format!("expected an object, got {}", json_kind(other)),
             ));
             None
@@ -439,7 +441,7 @@ fn decode_user(
     let user_id = match object.get("user_id") {
         Some(value) => string_field(field("user_id"), value, errors),
         None => {
-            errors.push(FieldError::new(field("user_id").to_string(), "missing"));
+            errors.push(FieldError::new(field("user_id"), "missing"));
             None
         }
     };
@@ -447,7 +449,7 @@ fn decode_user(
         Some(age) if age <= 150 => u32::try_from(age).ok(),
         _ => {
             errors.push(FieldError::new(
-                field("age").to_string(),
+                field("age"),
                 "expected a whole number from 0 to 150",
             ));
             None
@@ -460,7 +462,7 @@ fn decode_user(
         Value::String(country) => Some(country.clone()),
         other => {
             errors.push(FieldError::new(
-                field("country").to_string(),
+                field("country"),
                 format!("expected a string, got {}", json_kind(other)),
             ));
             None
@@ -481,10 +483,6 @@ fn decode_user(
     })
 }
 
-/// The properties an event type types, in the order they are checked.
-const PURCHASE_PROPERTIES: [&str; 2] = ["amount", "product_id"];
-const CONTENT_PROPERTIES: [&str; 3] = ["content_id", "media_type", "prayer_type"];
-
 fn decode_properties(
     path: impl fmt::Display + Copy,
     event_type: EventType,
@@ -492,28 +490,22 @@ fn decode_properties(
     errors: &mut Vec<FieldError>,
 ) -> Properties {
     let field = |name| field_of(path, name);
-    let typed_names: &[&str] = if event_type == EventType::Purchase {
-        &PURCHASE_PROPERTIES
-    } else if is_content_event(event_type) {
-        &CONTENT_PROPERTIES
-    } else {
-        &[]
-    };
     let mut take = |name: &'static str| -> Option<&Value> {
         let value = object.get(name);
         if value.is_none() {
-            errors.push(FieldError::new(field(name).to_string(), "missing"));
+            errors.push(FieldError::new(field(name), "missing"));
         }
         value
     };
-    let typed = if event_type == EventType::Purchase {
+    // The typed properties, and their names, which the rest leaves out.
+    let (typed, typed_names): (_, &[&str]) = if event_type == EventType::Purchase {
         let amount = take("amount");
         let product_id = take("product_id");
         let amount = amount.and_then(|value| match value.as_f64() {
             Some(amount) if value.is_number() => Some(amount),
             _ => {
                 errors.push(FieldError::new(
-                    field("amount").to_string(),
+                    field("amount"),
                     format!("expected a number, got {}", json_kind(value)),
                 ));
                 None
@@ -521,10 +513,11 @@ fn decode_properties(
         });
         let product_id =
             product_id.and_then(|value| string_field(field("product_id"), value, errors));
-        Some(Typed::Purchase(PurchaseProperties {
+        let typed = Typed::Purchase(PurchaseProperties {
             amount: amount.unwrap_or(f64::NAN),
             product_id: product_id.unwrap_or_default(),
-        }))
+        });
+        (Some(typed), &["amount", "product_id"])
     } else if is_content_event(event_type) {
         let content_id = take("content_id");
         let media_type = take("media_type");
@@ -535,13 +528,14 @@ fn decode_properties(
             .and_then(|value| enum_field::<MediaType>(field("media_type"), value, errors));
         let prayer_type = prayer_type
             .and_then(|value| enum_field::<PrayerType>(field("prayer_type"), value, errors));
-        Some(Typed::Content(ContentProperties {
+        let typed = Typed::Content(ContentProperties {
             content_id: content_id.unwrap_or_default(),
             media_type: media_type.map_or(0, |media| media as i32),
             prayer_type: prayer_type.map_or(0, |prayer| prayer as i32),
-        }))
+        });
+        (Some(typed), &["content_id", "media_type", "prayer_type"])
     } else {
-        None
+        (None, &[])
     };
     // Everything the type does not type, converted straight from the
     // body's tree (no copy of it first).
@@ -564,12 +558,12 @@ fn string_field(
     match value {
         Value::String(text) if !text.trim().is_empty() => Some(text.clone()),
         Value::String(_) => {
-            errors.push(FieldError::new(path.to_string(), "must not be empty"));
+            errors.push(FieldError::new(path, "must not be empty"));
             None
         }
         other => {
             errors.push(FieldError::new(
-                path.to_string(),
+                path,
                 format!("expected a string, got {}", json_kind(other)),
             ));
             None
@@ -587,7 +581,7 @@ fn enum_field<E: WireEnum>(
             Some(known) => Some(known),
             None => {
                 errors.push(FieldError::new(
-                    path.to_string(),
+                    path,
                     format!("unknown value {name:?}, expected {}", E::expected()),
                 ));
                 None
@@ -595,7 +589,7 @@ fn enum_field<E: WireEnum>(
         },
         other => {
             errors.push(FieldError::new(
-                path.to_string(),
+                path,
                 format!("expected a string, got {}", json_kind(other)),
             ));
             None
@@ -612,16 +606,13 @@ fn timestamp_field(
         Value::String(text) => match parse_timestamp(text) {
             Some(timestamp) => Some(timestamp),
             None => {
-                errors.push(FieldError::new(
-                    path.to_string(),
-                    "not an RFC 3339 date-time",
-                ));
+                errors.push(FieldError::new(path, "not an RFC 3339 date-time"));
                 None
             }
         },
         other => {
             errors.push(FieldError::new(
-                path.to_string(),
+                path,
                 format!(
                     "expected an RFC 3339 date-time string, got {}",
                     json_kind(other)

@@ -854,32 +854,13 @@ impl Wal {
         if drained && active_has_data {
             self.rotate()?;
         }
-        let mut deletable = 0;
-        for segment in &self.sealed {
-            if segment
-                .max_event_seq
-                .is_some_and(|max| max >= unflushed_floor)
-            {
-                break;
-            }
-            deletable += 1;
-        }
-        if deletable == 0 {
+        if self.reclaimable(unflushed_floor) == 0 {
             return Ok(0);
         }
         // One reclaim at a time, in order: the snapshots land oldest first,
         // and segments a failed one kept are deleted with these.
         self.finish_reclaim();
-        let mut deletable = 0;
-        for segment in &self.sealed {
-            if segment
-                .max_event_seq
-                .is_some_and(|max| max >= unflushed_floor)
-            {
-                break;
-            }
-            deletable += 1;
-        }
+        let deletable = self.reclaimable(unflushed_floor);
         let snapshot = snapshot();
         let segments: Vec<Segment> = self.sealed.drain(..deletable).collect();
         let (fs, dir) = (Arc::clone(&self.fs), self.dir.clone());
@@ -897,6 +878,19 @@ impl Wal {
             }
         }
         Ok(deletable)
+    }
+
+    /// How many of the oldest sealed segments hold only events below
+    /// `unflushed_floor` (all in the lake).
+    fn reclaimable(&self, unflushed_floor: u64) -> usize {
+        self.sealed
+            .iter()
+            .take_while(|segment| {
+                segment
+                    .max_event_seq
+                    .is_none_or(|max| max < unflushed_floor)
+            })
+            .count()
     }
 
     /// Waits for the reclaim in progress; segments it could not delete go
@@ -1130,6 +1124,16 @@ mod tests {
         (wal, replayed, seqs)
     }
 
+    /// Cuts the last `bytes` of a segment, as a write torn by a power cut.
+    fn tear(segment: &Path, bytes: u64) {
+        let length = std::fs::metadata(segment).expect("segment").len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(segment)
+            .and_then(|file| file.set_len(length - bytes))
+            .expect("tear");
+    }
+
     fn quarantined(dir: &Path) -> usize {
         std::fs::read_dir(dir.join(QUARANTINE_DIR)).map_or(0, Iterator::count)
     }
@@ -1204,13 +1208,7 @@ mod tests {
         let segment = wal.active_path().expect("active").to_owned();
         drop(wal);
 
-        let full = std::fs::metadata(&segment).expect("segment").len();
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&segment)
-            .expect("open");
-        file.set_len(full - 3).expect("tear");
-        drop(file);
+        tear(&segment, 3);
 
         let (mut wal, replayed, seqs) = open(dir.path(), 1 << 20);
         assert_eq!(wal.wal_id(), id, "the id survives");
@@ -1386,13 +1384,7 @@ mod tests {
         // tore the last append of the active one.
         let blank = segment_path(dir.path(), index + 1);
         std::fs::write(&blank, vec![0_u8; 8192]).expect("blank segment");
-        let length = std::fs::metadata(&active).expect("active").len();
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&active)
-            .expect("open");
-        file.set_len(length - 3).expect("tear");
-        drop(file);
+        tear(&active, 3);
 
         let (wal, replayed, seqs) = open(dir.path(), 1 << 20);
         assert!(!blank.exists(), "the blank segment is removed");
